@@ -1,0 +1,7 @@
+"""blmkd: hyperspectral image classifiers from the lab to the edge.
+
+Pipeline: SSA-Mamba teacher -> byte-latent Mamba student (adaptive knowledge distillation)
+-> quantization (INT8/FP16) -> ONNX / TensorRT export -> benchmarks and edge reports.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from blmkd.cli import main
+
+main()

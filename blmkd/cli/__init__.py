@@ -1,0 +1,80 @@
+"""The ``blmkd`` command line: one module per command group, composed here.
+
+Every command raises :class:`blmkd.errors.BlmkdError` for problems the user can fix; ``main``
+turns those into one ``error: ...`` line and a non-zero exit, with no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from blmkd import __version__
+from blmkd.errors import BlmkdError
+
+app = typer.Typer(
+    name="blmkd",
+    help=(
+        "Hyperspectral classifiers from the lab to the edge: train an SSA-Mamba teacher, distill a "
+        "byte-latent Mamba student, quantize and export it (ONNX, TensorRT), benchmark it and write "
+        "edge profiling reports. Datasets are registry names (see `blmkd datasets`) or file paths."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"blmkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """blmkd command line."""
+
+
+def _register() -> None:
+    # Imported here so that each group module can import `app` pieces without cycles.
+    import importlib
+
+    for mod in ("data", "models", "train", "distill", "export", "bench"):
+        try:
+            m = importlib.import_module(f"blmkd.cli.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"blmkd.cli.{mod}":
+                continue  # that command group is not written yet
+            raise
+        m.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except BlmkdError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.secho(f"error: {msg}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="yellow", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,78 @@
+"""One model registry shared by teachers and students.
+
+Each model family registers its presets with :func:`register_model`; a preset is a factory
+``fn(bands, num_classes, **overrides) -> nn.Module``. Every family registers a tiny ``*_test``
+preset so tests can parametrize over :func:`list_models`.
+
+A model built here carries ``model.blmkd_name`` (the preset) and ``model.config`` (a dataclass),
+which is what a checkpoint stores to rebuild it without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from blmkd.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str  # "teacher" or "student"
+    factory: Callable[..., nn.Module]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, family: str, description: str = ""):
+    """Decorator: register ``fn(bands, num_classes, **overrides) -> nn.Module`` as preset ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, family, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    # Importing the families registers their presets.
+    import blmkd.students  # noqa: F401
+    import blmkd.teachers  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered presets, optionally only ``"teacher"`` or ``"student"`` ones."""
+    _ensure_loaded()
+    return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+
+
+def model_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model preset {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, bands: int, num_classes: int, **overrides) -> nn.Module:
+    """Build preset ``name`` for ``bands`` input bands and ``num_classes`` classes."""
+    entry = model_entry(name)
+    try:
+        model = entry.factory(bands=bands, num_classes=num_classes, **overrides)
+    except TypeError as exc:
+        raise ModelError(f"bad options for model {name!r}: {exc}") from None
+    model.blmkd_name = name
+    model.blmkd_family = entry.family
+    return model
+
+
+def model_config_dict(model: nn.Module) -> dict:
+    """The model's config dataclass as a plain dict (what checkpoints store)."""
+    return dataclasses.asdict(model.config)
