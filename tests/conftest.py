@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
 
 # Two cores on CI: keep torch from oversubscribing them.

@@ -57,9 +57,9 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point: user errors become one ``error: ...`` line and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="blmkd")  # standalone: usage errors and --help exit here
     except BlmkdError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         typer.secho(f"error: {msg}", fg="red", err=True)
@@ -67,14 +67,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", fg="yellow", err=True)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

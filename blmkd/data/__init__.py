@@ -1,5 +1,32 @@
 """Data layer: readers, the dataset registry, preprocessing, splits and patch extraction."""
 
+from blmkd.data.download import data_dir, download_dataset, fetch
+from blmkd.data.embedded import load_indian_pines
+from blmkd.data.readers import (
+    labels_from_ground_truth,
+    load_scene,
+    read_scene_files,
+    scene_from_arrays,
+)
+from blmkd.data.registry import DATASETS, DatasetFile, DatasetInfo, get_dataset, list_datasets
 from blmkd.data.scene import UNLABELLED, Scene
+from blmkd.data.synthetic import make_synthetic_scene
 
-__all__ = ["Scene", "UNLABELLED"]
+__all__ = [
+    "DATASETS",
+    "DatasetFile",
+    "DatasetInfo",
+    "Scene",
+    "UNLABELLED",
+    "data_dir",
+    "download_dataset",
+    "fetch",
+    "get_dataset",
+    "labels_from_ground_truth",
+    "list_datasets",
+    "load_indian_pines",
+    "load_scene",
+    "make_synthetic_scene",
+    "read_scene_files",
+    "scene_from_arrays",
+]

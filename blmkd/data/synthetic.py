@@ -1,0 +1,356 @@
+"""Synthetic hyperspectral scenes: plausible spectra, field-like regions, sensor noise.
+
+The scene is built like an agricultural/peri-urban image:
+
+- Materials come from four families with the features a classifier can use: vegetation (green
+  peak, red absorption, red edge near 700 nm, NIR plateau, leaf-water dips), soil (a smooth rising
+  curve with hydroxyl and clay dips), water (dark, absorbing in the NIR) and man-made surfaces
+  (flat, bright or dark).
+- Classes come in groups of spectrally similar members (small perturbations of a shared base
+  spectrum, like Indian Pines' corn and soybean tillage variants), so that the task is not trivial.
+- Fields are the Voronoi cells of seeded, jittered grid centres; each is one class (or an
+  unlabelled background material), with its own brightness. Pixels near a field edge are linear
+  mixtures of the two neighbouring fields' spectra.
+- The sensor sees reflectance through an atmosphere with absorption bands near 940, 1130, 1400
+  and 1900 nm, and adds noise whose level rises in those bands (much lower SNR there).
+
+Everything is deterministic for a seed. With ``out=`` the cube is written block by block to a
+memory-mapped .npy, so even XiongAn-sized scenes (3750 x 1580 x 256) are made in bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import string
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from blmkd.data.readers import scene_from_arrays
+from blmkd.data.scene import Scene
+from blmkd.errors import DataError
+from blmkd.io import atomic_path
+
+# Output dtype -> factor from reflectance to stored value (reflectance = value / scale).
+SCALES = {
+    "uint8": 400.0,
+    "uint16": 10000.0,
+    "int16": 10000.0,
+    "int32": 10000.0,
+    "float32": 1.0,
+    "float64": 1.0,
+}
+WAVELENGTH_RANGE = (400.0, 2500.0)  # nm, AVIRIS-like
+FIELD_AREA = 900  # target pixels per field (about 30 x 30, like Indian Pines' fields)
+BORDER = 2.0  # px: pixels with d2 - d1 below this are mixtures of two fields
+BLOCK_ELEMENTS = 1 << 18  # cube elements generated at a time (1 MB of float32)
+NOISE = 0.004  # reflectance units: sensor noise away from the absorption bands (SNR ~100 at 0.4)
+FAMILY_ORDER = ("vegetation", "soil", "man-made", "vegetation", "water", "soil", "man-made", "vegetation")
+
+
+def _bump(wl: np.ndarray, centre: float, width: float) -> np.ndarray:
+    return np.exp(-0.5 * ((wl - centre) / width) ** 2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def atmosphere(wl: np.ndarray) -> np.ndarray:
+    """Two-way transmission: water-vapour bands at 940, 1130, 1400, 1900 nm, O2 at 760 nm."""
+    t = (
+        1.0
+        - 0.35 * _bump(wl, 940, 25)
+        - 0.45 * _bump(wl, 1130, 30)
+        - 0.93 * _bump(wl, 1400, 45)
+        - 0.97 * _bump(wl, 1900, 55)
+        - 0.15 * _bump(wl, 760, 5)
+    )
+    return np.clip(t, 0.02, 1.0)
+
+
+# Parameter ranges per family: (low, high); a group draws its base inside the range.
+_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
+    "vegetation": {
+        "vis": (0.03, 0.06),
+        "green": (0.04, 0.09),
+        "edge": (700.0, 725.0),
+        "nir": (0.32, 0.55),
+        "leaf_water": (0.35, 0.7),
+        "swir": (0.45, 0.75),
+    },
+    "soil": {"base": (0.05, 0.12), "rise": (0.18, 0.35), "scale": (500.0, 900.0), "clay": (0.01, 0.05)},
+    "water": {"level": (0.04, 0.09), "turbidity": (0.0, 0.03)},
+    "man-made": {"level": (0.07, 0.45), "slope": (-0.04, 0.06), "feature": (-0.03, 0.03)},
+}
+_POSITIONAL = {"edge", "scale"}  # perturbed additively (nm), the others relatively
+
+
+def material_spectrum(family: str, wl: np.ndarray, p: dict[str, float]) -> np.ndarray:
+    """Reflectance (0..1) of a family at wavelengths ``wl`` (nm) with parameters ``p``."""
+    if family == "vegetation":
+        visible = p["vis"] + p["green"] * _bump(wl, 550, 30) - 0.5 * p["vis"] * _bump(wl, 670, 20)
+        edge = _sigmoid((wl - p["edge"]) / 12.0)
+        plateau = p["nir"] * (1.0 - 0.08 * np.clip((wl - 800.0) / 500.0, 0.0, 1.0))
+        r = visible * (1.0 - edge) + plateau * edge
+        swir = 1.0 - (1.0 - p["swir"]) * _sigmoid((wl - 1350.0) / 60.0)
+        water = (
+            1.0
+            - p["leaf_water"] * (_bump(wl, 1450, 70) + 1.2 * _bump(wl, 1940, 90))
+            - 0.1 * _bump(wl, 980, 30)
+        )
+        r = r * swir * np.clip(water, 0.1, 1.0) * (1.0 - 0.35 * _sigmoid((wl - 2000.0) / 150.0))
+    elif family == "soil":
+        r = p["base"] + p["rise"] * (1.0 - np.exp(-(wl - 400.0) / p["scale"]))
+        r = r - 0.03 * _bump(wl, 1410, 30) - 0.04 * _bump(wl, 1910, 40) - p["clay"] * _bump(wl, 2200, 25)
+        r = r - 0.01 * _bump(wl, 900, 80)
+    elif family == "water":
+        r = p["level"] * np.exp(-np.clip(wl - 450.0, 0.0, None) / 150.0) + p["turbidity"] * _bump(wl, 580, 50)
+        r = r * (1.0 - 0.9 * _sigmoid((wl - 720.0) / 20.0)) + 0.003
+    elif family == "man-made":
+        x = (wl - 400.0) / 2100.0
+        r = p["level"] + p["slope"] * x + p["feature"] * _bump(wl, 900, 150)
+    else:
+        raise ValueError(f"unknown material family {family!r}")
+    return np.clip(r, 0.002, 0.95)
+
+
+def _draw(family: str, rng: np.random.Generator) -> dict[str, float]:
+    return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in _PARAMS[family].items()}
+
+
+def _perturb(p: dict[str, float], rng: np.random.Generator, amount: float) -> dict[str, float]:
+    return {
+        k: v + rng.normal(0.0, 6.0 * amount / 0.05)
+        if k in _POSITIONAL
+        else v * (1.0 + rng.normal(0.0, amount))
+        for k, v in p.items()
+    }
+
+
+def _smooth(wl: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n smooth random curves over the wavelengths, zero-mean, about unit amplitude, (n, B)."""
+    x = (wl - wl.min()) / max(1e-9, float(np.ptp(wl)))
+    out = np.zeros((n, wl.size))
+    for freq in (1, 2, 3):
+        amp = rng.normal(0.0, 1.0 / freq, size=(n, 1))
+        phase = rng.uniform(0.0, 2 * np.pi, size=(n, 1))
+        out += amp * np.cos(2 * np.pi * freq * x[None, :] / 2 + phase)
+    return out / math.sqrt(2)
+
+
+def _class_spectra(
+    num_classes: int, wl: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """(K, B) reflectance of the classes, their names and families, in groups of similar members."""
+    n_groups = max(1, math.ceil(num_classes / 3))
+    groups = [
+        (FAMILY_ORDER[g % len(FAMILY_ORDER)], _draw(FAMILY_ORDER[g % len(FAMILY_ORDER)], rng))
+        for g in range(n_groups)
+    ]
+    smooth = _smooth(wl, rng, num_classes)
+    spectra, names, families = [], [], []
+    members = [0] * n_groups
+    for k in range(num_classes):
+        g = k % n_groups
+        family, base = groups[g]
+        members[g] += 1
+        s = material_spectrum(family, wl, _perturb(base, rng, 0.06)) * (1.0 + 0.04 * smooth[k])
+        spectra.append(s)
+        letters = string.ascii_uppercase
+        names.append(f"{family} {letters[g % 26]}{'' if g < 26 else g // 26}{members[g]}")
+        families.append(family)
+    return np.stack(spectra), names, families
+
+
+def _fields(
+    height: int, width: int, num_classes: int, rng: np.random.Generator
+) -> tuple[int, int, np.ndarray]:
+    """A jittered grid of field centres: (rows, cols, centres (rows, cols, 2) in pixels)."""
+    n_target = max(2 * num_classes, round(height * width / FIELD_AREA))
+    cell = max(2.0, math.sqrt(height * width / n_target))
+    gy = min(height, max(1, round(height / cell)))
+    gx = min(width, max(1, round(width / cell)))
+    while gy * gx < num_classes and (gy < height or gx < width):
+        if gy < height and (gy / height <= gx / width or gx >= width):
+            gy += 1
+        else:
+            gx += 1
+    if gy * gx < num_classes:
+        raise DataError(f"a {height}x{width} scene is too small for {num_classes} classes")
+    ch, cw = height / gy, width / gx
+    # Centres in the inner half of their cell: every cell keeps its own field.
+    jitter = rng.uniform(0.25, 0.75, size=(gy, gx, 2))
+    iy, ix = np.meshgrid(np.arange(gy), np.arange(gx), indexing="ij")
+    centres = np.stack([(iy + jitter[..., 0]) * ch, (ix + jitter[..., 1]) * cw], axis=-1)
+    return gy, gx, centres
+
+
+def _nearest_two(
+    rows: np.ndarray, width: int, gy: int, gx: int, centres: np.ndarray, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest and second-nearest field (flat index) and distances for the pixels of ``rows``."""
+    ch, cw = height / gy, width / gx
+    y = rows[:, None] + 0.5  # (r, 1)
+    x = np.arange(width)[None, :] + 0.5  # (1, W)
+    ci = np.minimum((y // ch).astype(int), gy - 1)
+    cj = np.minimum((x // cw).astype(int), gx - 1)
+    shape = (rows.size, width)
+    d1 = np.full(shape, np.inf)
+    d2 = np.full(shape, np.inf)
+    f1 = np.zeros(shape, dtype=np.int64)
+    f2 = np.zeros(shape, dtype=np.int64)
+    for di in range(-2, 3):
+        for dj in range(-2, 3):
+            ni, nj = ci + di, cj + dj  # (r, 1), (1, W)
+            valid = (ni >= 0) & (ni < gy) & (nj >= 0) & (nj < gx)  # (r, W)
+            ni_c, nj_c = np.clip(ni, 0, gy - 1), np.clip(nj, 0, gx - 1)
+            c = centres[ni_c, nj_c]  # (r, W, 2)
+            d = np.hypot(c[..., 0] - y, c[..., 1] - x)
+            d = np.where(valid, d, np.inf)
+            f = ni_c * gx + nj_c
+            closer = d < d1
+            second = ~closer & (d < d2)
+            d2 = np.where(closer, d1, np.where(second, d, d2))
+            f2 = np.where(closer, f1, np.where(second, f, f2))
+            d1 = np.where(closer, d, d1)
+            f1 = np.where(closer, f, f1)
+    f2 = np.where(np.isfinite(d2), f2, f1)  # a single field: nothing to mix with
+    return f1, d1, f2, d2
+
+
+def _row_blocks(height: int, width: int, bands: int) -> Iterator[tuple[int, int]]:
+    rows = max(1, min(64, BLOCK_ELEMENTS // max(1, width * bands)))
+    for r0 in range(0, height, rows):
+        yield r0, min(height, r0 + rows)
+
+
+def make_synthetic_scene(
+    height: int,
+    width: int,
+    bands: int,
+    num_classes: int,
+    seed: int = 0,
+    *,
+    dtype: str = "uint16",
+    out: str | os.PathLike | None = None,
+) -> Scene:
+    """Make a deterministic synthetic scene.
+
+    Args:
+        height, width: image size in pixels.
+        bands: spectral bands, evenly spaced over 400-2500 nm.
+        num_classes: labelled classes K (ids 1..K in the ground truth).
+        seed: the same seed gives the same scene (in memory or written with ``out``).
+        dtype: stored dtype: ``uint16`` / ``int16`` / ``int32`` (reflectance x 10000; int16 keeps the
+            negative values noise gives in dark absorption bands), ``uint8`` (x 400, clipped),
+            ``float32`` / ``float64`` (reflectance).
+        out: a ``.npy`` path: the cube is written there block by block through a memory map (never
+            held in RAM), the ground truth to ``<stem>_gt.npy`` beside it, and the returned
+            scene's cube is the read-only memmap. ``load_scene(out, gt=<stem>_gt.npy)`` reads
+            them back.
+
+    Returns:
+        The scene; ``extra`` records the seed, the value scale and, with ``out``, ``gt_path``.
+    """
+    if dtype not in SCALES:
+        raise DataError(f"unsupported synthetic dtype {dtype!r}; choose from {', '.join(SCALES)}")
+    if min(height, width, bands, num_classes) < 1:
+        raise DataError("height, width, bands and num_classes must all be >= 1")
+    rng = np.random.default_rng(seed)
+    wl = np.linspace(*WAVELENGTH_RANGE, bands)
+    class_spec, names, families = _class_spectra(num_classes, wl, rng)  # (K, B)
+    background = np.stack(
+        [material_spectrum(f, wl, _draw(f, rng)) for f in ("soil", "man-made", "vegetation")]
+    )  # (3, B) unlabelled materials
+
+    gy, gx, centres = _fields(height, width, num_classes, rng)
+    n_fields = gy * gx
+    n_background = min(int(0.15 * n_fields), n_fields - num_classes)
+    order = rng.permutation(n_fields)
+    field_id = np.zeros(n_fields, dtype=np.int64)  # ground-truth id per field, 0 = background
+    labelled = order[n_background:]
+    field_id[labelled[:num_classes]] = np.arange(1, num_classes + 1)  # every class gets a field
+    field_id[labelled[num_classes:]] = rng.integers(1, num_classes + 1, size=labelled.size - num_classes)
+    bg_material = rng.integers(0, len(background), size=n_fields)
+    base = np.where(field_id[:, None] > 0, class_spec[np.maximum(field_id - 1, 0)], background[bg_material])
+    brightness = rng.normal(1.0, 0.04, size=(n_fields, 1))
+    field_spec = (base * brightness * (1.0 + 0.01 * _smooth(wl, rng, n_fields))).astype(np.float32)  # (F, B)
+
+    transmission = atmosphere(wl).astype(np.float32)  # (B,)
+    sigma = (NOISE * (1.0 + 10.0 * (1.0 - transmission))).astype(np.float32)  # (B,)
+    scale = SCALES[dtype]
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+
+    gt = np.zeros((height, width), dtype=np.uint8 if num_classes < 255 else np.uint16)
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+        for r0, r1 in _row_blocks(height, width, bands):
+            f1, d1, f2, d2 = _nearest_two(np.arange(r0, r1), width, gy, gx, centres, height)
+            gt[r0:r1] = field_id[f1]
+            alpha = (0.5 * np.clip(1.0 - (d2 - d1) / BORDER, 0.0, 1.0)).astype(np.float32)  # (r, W)
+            block = field_spec[f1]  # (r, W, B)
+            block *= (1.0 - alpha)[..., None]
+            other = field_spec[f2]
+            other *= alpha[..., None]
+            block += other
+            del other
+            noise = np.empty_like(block)
+            pixel_scale = np.empty((r1 - r0, width, 1), dtype=np.float32)
+            for i, row in enumerate(range(r0, r1)):
+                row_rng = np.random.default_rng([seed, row])  # per row: the same cube for any block size
+                pixel_scale[i, :, 0] = row_rng.normal(1.0, 0.02, size=width)
+                row_rng.standard_normal(out=noise[i], dtype=np.float32)
+            block *= pixel_scale
+            block *= transmission
+            noise *= sigma
+            block += noise
+            del noise
+            if info is not None:
+                block *= scale
+                np.rint(block, out=block)
+                np.clip(block, info.min, info.max, out=block)
+            yield r0, r1, block.astype(dtype)
+
+    extra = {
+        "generator": "blmkd.data.synthetic v1",
+        "seed": seed,
+        "scale": scale,
+        "value": f"reflectance x {scale:g}" if scale != 1 else "reflectance",
+        "families": families,
+        "fields": int(n_fields),
+    }
+    if out is None:
+        cube = np.empty((height, width, bands), dtype=dtype)
+        for r0, r1, block in blocks():
+            cube[r0:r1] = block
+        source = f"synthetic:seed={seed}"
+    else:
+        out = Path(out)
+        if out.suffix != ".npy":
+            raise DataError(f"out must be a .npy path, got {out}")
+        gt_path = out.with_name(out.stem + "_gt.npy")
+        with atomic_path(out, suffix=".npy") as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(height, width, bands))
+            for r0, r1, block in blocks():
+                mm[r0:r1] = block
+            mm.flush()
+            del mm
+        with atomic_path(gt_path, suffix=".npy") as tmp:
+            np.save(tmp, gt)
+        cube = np.load(out, mmap_mode="r")
+        source = str(out)
+        extra["gt_path"] = str(gt_path)
+
+    return scene_from_arrays(
+        "synthetic",
+        cube,
+        gt,
+        class_names=dict(enumerate(names, start=1)),
+        source=source,
+        wavelengths=[float(w) for w in wl],
+        extra=extra,
+        check_finite=False,
+    )
