@@ -43,7 +43,7 @@ def _register() -> None:
     # Imported here so that each group module can import `app` pieces without cycles.
     import importlib
 
-    for mod in ("data", "models", "train", "distill", "export", "bench"):
+    for mod in ("data", "models", "train", "distill", "export", "bench", "demo"):
         try:
             m = importlib.import_module(f"blmkd.cli.{mod}")
         except ModuleNotFoundError as exc:
@@ -67,3 +67,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", fg="yellow", err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise

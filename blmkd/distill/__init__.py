@@ -1,1 +1,5 @@
-"""(filled in by its issue)"""
+"""Knowledge distillation: teacher → student losses and their schedule."""
+
+from blmkd.distill.losses import DistillationLoss, HintLoss, KDLoss, lambda_schedule
+
+__all__ = ["DistillationLoss", "HintLoss", "KDLoss", "lambda_schedule"]

@@ -1,0 +1,170 @@
+"""Forward throughput of the SSA-Mamba teacher on CPU, side by side with the seed's reference code.
+
+Paper configuration by default: 200 bands, 16 classes, 7×7 patches, batch 256, 2 threads, eval mode,
+``torch.inference_mode``. Prints patches/s (median of ``--repeats`` timed runs after warm-up, timed
+with ``time.perf_counter``), the p90 time per batch, the speed-up over the seed, parameters and FLOPs
+per patch (matmul/conv FLOPs, see :mod:`blmkd.flops`).
+
+The seed row needs ``.scratch/seed_ref.py``: the SSAMamba code of the seed text (lines ~204-815 of
+``/work/shared/seeds/002_09ae7cf81db88eae.txt``), kept out of git. When it is there, the seed model
+gets our model's weights and the logits of both are compared before timing, so the two rows are the
+same network; the runs are interleaved so that both see the same machine load.
+
+    .venv/bin/python benchmarks/bench_teacher.py [--preset ssa_mamba] [--batch 256] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from blmkd.flops import count_flops, count_params
+from blmkd.models import create_model
+
+SEED_REF = Path(__file__).resolve().parents[1] / ".scratch" / "seed_ref.py"
+# Our names for the seed's modules where they differ (the rest of the state dict matches).
+_SEED_RENAMES = {
+    "input_proj.proj.0.": "input_proj.conv1.",
+    "input_proj.proj.1.": "input_proj.bn1.",
+    "input_proj.proj.3.": "input_proj.conv2.",
+    "input_proj.proj.4.": "input_proj.bn2.",
+    "classifier.0.": "head.",
+}
+
+
+def load_seed(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The seed's SSAMamba with ``model``'s weights, or None when ``.scratch/seed_ref.py`` is absent."""
+    if not SEED_REF.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("seed_ref", SEED_REF)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    c = model.config
+    seed_cfg = mod.SSAMambaConfig(
+        in_channels=c.bands, patch_size=c.patch_size, n_classes=c.num_classes, d_model=c.d_model,
+        d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, depth=c.depth, n_heads=c.n_heads, dropout=c.dropout,
+    )
+    seed = mod.SSAMamba(seed_cfg)
+    ours = model.state_dict()
+    mapped = {}
+    for key in seed.state_dict():
+        our_key = key
+        for a, b in _SEED_RENAMES.items():
+            if key.startswith(a):
+                our_key = b + key[len(a):]
+        mapped[key] = ours[our_key]
+    seed.load_state_dict(mapped)
+    return seed.eval()
+
+
+_MATMUL_OPS = ("mm", "addmm", "bmm", "convolution", "_scaled_dot_product_flash_attention_for_cpu")
+
+
+def matmul_replay(model: torch.nn.Module, x: torch.Tensor):
+    """A function that runs only the matmul-like aten calls of ``model(x)``, on the same operands.
+
+    Its time is the floor that any implementation of these fp32 GEMMs pays on this machine.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__ in _MATMUL_OPS:
+                calls.append((func, args, kwargs or {}))
+            return out
+
+    with torch.inference_mode(), Record():
+        model(x)
+    return lambda: [func(*args, **kwargs) for func, args, kwargs in calls]
+
+
+def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each function, run in turn ``repeats`` times after ``warmup`` calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="ssa_mamba")
+    ap.add_argument("--bands", type=int, default=200)
+    ap.add_argument("--classes", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-seed", action="store_true", help="Skip the seed reference row.")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.preset, args.bands, args.classes).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so that the eval-mode folding is exercised
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    x = torch.randn(args.batch, args.bands, args.patch, args.patch)
+
+    rows = {"blmkd (ssm_impl=conv)": model}
+    seed = None if args.no_seed else load_seed(model)
+    if seed is None and not args.no_seed:
+        print(f"seed reference skipped: {SEED_REF} not found (extract the seed's SSAMamba code there)")
+    if seed is not None:
+        rows = {"seed reference": seed, **rows}
+
+    params = count_params(model)
+    flops = count_flops(model, x[:2])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}: "
+          f"{args.bands} bands, {args.classes} classes, {args.patch}x{args.patch} patches, batch {args.batch}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    with torch.inference_mode():
+        if seed is not None:
+            diff = (seed(x[:32]) - model(x[:32])).abs().max().item()
+            print(f"same weights, max |logit difference| seed vs ours: {diff:.2e}")
+        fns = {name: (lambda m=m: m(x)) for name, m in rows.items()}
+        fns["matmuls only (floor)"] = matmul_replay(model, x)
+        times = time_interleaved(fns, args.repeats)
+
+    seed_pps = args.batch / statistics.median(times["seed reference"]) if seed is not None else None
+    print(f"{'implementation':<24} {'patches/s':>10} {'median ms':>10} {'p90 ms':>8} {'vs seed':>8} "
+          f"{'params':>10} {'MFLOP/patch':>12}")
+    for name, ts in times.items():
+        ts = sorted(ts)
+        med = statistics.median(ts)
+        p90 = ts[min(len(ts) - 1, int(0.9 * len(ts)))]
+        pps = args.batch / med
+        ratio = f"{pps / seed_pps:.2f}x" if seed_pps else "-"
+        if name in rows:
+            n_params = f"{count_params(rows[name]):,d}"
+            mflop = f"{(flops if rows[name] is model else count_flops(rows[name], x[:2])) / 1e6:.1f}"
+        else:
+            n_params, mflop = "-", "-"
+        print(f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}")
+    print(f"{params:,d} parameters. FLOPs count matmuls/convs only: the seed's sequential scan is elementwise and "
+          f"not counted; ours includes the (L, L) Toeplitz matmul. 'matmuls only' replays just our model's "
+          f"matmul/conv/attention calls: no fp32 implementation of this network is faster than that row here.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Timing with percentiles: perf_counter after warm-up (and CUDA sync where the model is on a GPU)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    """Latency percentiles in milliseconds over ``runs`` timed calls."""
+
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentiles(samples_s: list[float] | np.ndarray) -> Timing:
+    """Summarise durations in seconds as a :class:`Timing` (linear-interpolated percentiles)."""
+    a = np.asarray(samples_s, dtype=np.float64) * 1e3
+    if a.size == 0:
+        raise ValueError("no timing samples")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return Timing(int(a.size), float(p50), float(p90), float(p99), float(a.mean()), float(a.min()))
+
+
+def time_call(fn: Callable[[], object], *, warmup: int = 10, runs: int = 100, max_seconds: float = 10.0, sync: Callable[[], None] | None = None) -> Timing:
+    """Time ``fn()`` ``runs`` times after ``warmup`` calls; stops early after ``max_seconds``.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock read so that
+    asynchronous GPU work is inside the measured interval.
+    """
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    samples = []
+    deadline = time.perf_counter() + max_seconds
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        samples.append(time.perf_counter() - t0)
+        if time.perf_counter() > deadline and len(samples) >= 5:
+            break
+    return percentiles(samples)

@@ -1,0 +1,106 @@
+"""`blmkd demo`: the whole pipeline on the embedded Indian Pines, in minutes on a laptop CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from blmkd.cli import common as C
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artifact of the run.")] = Path("runs/demo"),
+    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher preset (the paper size is `ssa_mamba`; slow on CPU).")] = "ssa_mamba_t",
+    teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Teacher epochs.")] = 40,
+    student: Annotated[str, typer.Option("--student", help="Student preset.")] = "blm_s",
+    student_epochs: Annotated[int, typer.Option("--student-epochs", help="Distillation epochs.")] = 80,
+    seed: C.Seed = 0,
+    progress: C.Progress = True,
+) -> None:
+    """Run teacher → distilled student → INT8 ONNX → benchmark → report on real Indian Pines.
+
+    Every stage is the same code as its own command (train-teacher, distill, export, bench);
+    the run ends with the report's path and its headline numbers.
+    """
+    from blmkd.cli.distill import distill
+    from blmkd.cli.train import train_teacher
+    from blmkd.train import DataOptions, prepare_data
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    C.console.rule("[bold]1 · data: Indian Pines (embedded, real AVIRIS scene)")
+    bundle = prepare_data(DataOptions(seed=seed))
+    _print_data(bundle)
+
+    C.console.rule(f"[bold]2 · teacher: {teacher_model}, {teacher_epochs} epochs")
+    train_teacher(model=teacher_model, seed=seed, epochs=teacher_epochs, out=out / "teacher", progress=progress,
+                  patience=max(10, teacher_epochs // 3))  # fmt: skip
+
+    C.console.rule(f"[bold]3 · distillation: {student} from the teacher")
+    distill(teacher=out / "teacher", student=student, epochs=student_epochs, warmup_epochs=max(1, student_epochs // 4),
+            out=out / "student", progress=progress, patience=max(20, student_epochs // 2))  # fmt: skip
+
+    headline = {"teacher": _test_of(out / "teacher"), "student": _test_of(out / "student")}
+    report_path = None
+    try:
+        from blmkd.export import export as export_fn
+    except ImportError as exc:
+        C.console.print(f"[yellow]export step skipped: {exc}[/]")
+    else:
+        C.console.rule("[bold]4 · export: ONNX FP32 + INT8 (checked against PyTorch)")
+        arts = export_fn(out / "student" / "best.safetensors", formats=["onnx", "int8"], out_dir=out / "export", force=True)
+        headline["exports"] = [getattr(a, "to_dict", lambda a=a: str(a))() for a in arts]
+        try:
+            from blmkd.bench.runner import run_bench
+        except ImportError as exc:
+            C.console.print(f"[yellow]benchmark step skipped: {exc}[/]")
+        else:
+            C.console.rule("[bold]5 · benchmark + report")
+            models = [out / "teacher" / "best.safetensors", out / "student" / "best.safetensors"] + [a.path for a in arts]
+            res = run_bench(models, report_dir=out / "report")
+            report_path = out / "report" / "report.html"
+            headline["bench"] = res
+    wall = time.perf_counter() - t0
+    headline["wall_s"] = wall
+    from blmkd.io import atomic_write_json
+
+    atomic_write_json(out / "demo.json", json.loads(json.dumps(headline, default=str)))
+    C.console.rule("[bold]done")
+    t, s = headline["teacher"], headline["student"]
+    C.console.print(
+        f"teacher {teacher_model}: OA {100 * t['oa']:.2f}%   student {student}: OA {100 * s['oa']:.2f}%  "
+        f"(test split, leakage {bundle.split.leakage:.3f})   wall {wall / 60:.1f} min"
+    )
+    C.console.print(f"artifacts: {out}/" + (f"   report: {report_path}" if report_path else ""))
+
+
+def _test_of(run_dir: Path) -> dict:
+    from blmkd.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(run_dir)
+    test = ck.meta["metrics"]["test"]
+    return {"oa": test["oa"], "aa": test["aa"], "kappa": test["kappa"], "parameters": ck.meta["model"]["parameters"]}
+
+
+def _print_data(bundle) -> None:
+    from rich.table import Table
+
+    sc = bundle.scene
+    C.console.print(
+        f"{sc.name}: {sc.height}×{sc.width} px, {sc.bands} bands, {sc.num_classes} classes, "
+        f"{int((sc.labels >= 0).sum())} labelled px ({sc.source})"
+    )
+    t = Table(title=f"split {bundle.split.spec.get('strategy')} (seed {bundle.options.seed}), leakage {bundle.split.leakage:.3f}")
+    for c in ("id", "class", "train", "val", "test"):
+        t.add_column(c, justify="left" if c == "class" else "right")
+    for r in bundle.split.summary(sc):
+        t.add_row(str(r["id"]), r["name"], str(r["train"]), str(r["val"]), str(r["test"]))
+    C.console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

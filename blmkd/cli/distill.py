@@ -1,0 +1,227 @@
+"""`blmkd distill` (student from a teacher checkpoint) and `blmkd train-student` (no teacher)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from blmkd.cli import common as C
+from blmkd.cli.train import (
+    LR,
+    WD,
+    Augment,
+    Batch,
+    Epochs,
+    Out,
+    Patience,
+    Resume,
+    Seeds,
+    Warmup,
+    _run_seeds,
+    _train_cfg,
+)
+from blmkd.errors import BlmkdError, ModelError
+
+Student = Annotated[str, typer.Option("--student", "-s", help="Student preset (see `blmkd models --family student`).")]
+
+
+def _check_student(name: str) -> None:
+    from blmkd.models import model_entry
+
+    if model_entry(name).family != "student":
+        raise BlmkdError(f"{name!r} is a {model_entry(name).family} preset, not a student")
+
+
+def _teacher_for_seed(teacher: Path, seed: int | None):
+    """A teacher path may be a single run or a multi-seed folder with seed_<s>/ runs."""
+    from blmkd.checkpoint import load_checkpoint
+
+    if not teacher.exists():
+        raise ModelError(f"teacher not found: {teacher}")
+    if seed is not None and (teacher / f"seed_{seed}").is_dir():
+        return load_checkpoint(teacher / f"seed_{seed}")
+    return load_checkpoint(teacher)
+
+
+def distill(
+    teacher: Annotated[Path, typer.Option("--teacher", "-t", help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs).")],
+    student: Student = "blm_s",
+    temperature: Annotated[float, typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")] = 4.0,
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
+    lambda_0: Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")] = 0.0,
+    lambda_max: Annotated[float, typer.Option("--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")] = 1.0,
+    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy.")] = "kl",
+    hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's.")] = None,
+    seeds: Seeds = None,
+    epochs: Epochs = 200,
+    batch: Batch = 64,
+    lr: LR = 3e-3,
+    weight_decay: WD = 5e-4,
+    lr_warmup: Warmup = 5,
+    patience: Patience = 60,
+    augment: Augment = True,
+    out: Out = Path("runs/student"),
+    resume: Resume = False,
+    progress: C.Progress = True,
+) -> None:
+    """Distill a byte-latent Mamba student from a teacher checkpoint.
+
+    Dataset, split and preprocessing come from the teacher's checkpoint, so no test pixel leaks
+    through the teacher. The teacher's logits are computed once per augmentation variant and
+    cached. Loss: (1 − λ_t)·CE + λ_t·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)).
+    Ends with teacher vs student side by side: OA/AA/κ, parameters, FLOPs per pixel and CPU latency.
+    """
+    import torch
+
+    from blmkd.distill.kd import KDConfig, kd_objective, teacher_cache
+    from blmkd.models import create_model
+    from blmkd.train import bundle_from_checkpoint
+
+    _check_student(student)
+    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight)
+    kd.validate()
+    seed_list = C.parse_seeds(seeds)
+    first = _teacher_for_seed(teacher, seed_list[0] if seed_list else None)
+    tdata = first.meta.get("data", {})
+    if dataset is not None and dataset != tdata.get("options", {}).get("dataset"):
+        raise BlmkdError(
+            f"the teacher was trained on {tdata.get('options', {}).get('dataset')!r}, not {dataset!r}; "
+            "distill on the teacher's own data (or train a teacher for this one)"
+        )
+    if seed_list is None:
+        seed_list = [int(tdata.get("options", {}).get("seed", 0))]
+    teachers: dict[int, object] = {}
+
+    def build(s, bundle):
+        return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+
+    def fit_kwargs(s, bundle, model):
+        ck = teachers[s]
+        t_model = ck.build_model()
+        for p in t_model.parameters():
+            p.requires_grad_(False)
+        model.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
+        variants = 8 if augment else 1
+        with C.console.status(f"caching teacher logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"):
+            if kd.hint_weight > 0:
+                cache, feats = teacher_cache(t_model, bundle, variants, features=True)
+            else:
+                cache, feats = teacher_cache(t_model, bundle, variants), None
+        hint = None
+        extra = []
+        if feats is not None:
+            from blmkd.distill.losses import HintLoss
+
+            _, f_s = model(bundle.extractor(model.input_kind).gather([0, 1], [0, 1]), return_features=True)
+            hint = HintLoss(f_s.shape[1], feats.shape[-1])
+            extra = [hint]
+        meta = {"teacher": {"path": str(ck.path), "model": ck.model_name, "config": ck.config,
+                            "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")},
+                "kd": kd.to_dict()}  # fmt: skip
+        return {"objective": kd_objective(kd, cache, feats, hint), "meta_extra": meta, "extra_modules": extra}
+
+    # Each seed uses its teacher's own data: same dataset, split and preprocessing.
+    runs = []
+    for s in seed_list:
+        ck = _teacher_for_seed(teacher, s)
+        teachers[s] = ck
+        bundle = bundle_from_checkpoint(ck)
+        if bundle.options.seed != s and len(seed_list) > 1:
+            raise BlmkdError(f"teacher {ck.path} was trained with split seed {bundle.options.seed}, not {s}")
+        run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
+        runs += _run_seeds(
+            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s),
+            resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
+        )  # fmt: skip
+        _side_by_side(ck, run_dir, bundle)
+    if len(seed_list) > 1:
+        from blmkd.train import write_summary
+
+        summ = write_summary(out / "summary.json", runs)
+        C.console.print(
+            f"[bold]student {student}[/] over seeds {seed_list}: "
+            + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
+        )
+
+
+def _side_by_side(teacher_ck, student_dir: Path, bundle) -> None:
+    """Print teacher vs student: OA/AA/κ, parameters, FLOPs per pixel, CPU batch-1 latency."""
+    import torch
+    from rich.table import Table
+
+    from blmkd.bench.timing import time_call
+    from blmkd.checkpoint import load_checkpoint
+    from blmkd.flops import count_flops, count_params
+
+    rows = []
+    for role, ck in (("teacher", teacher_ck), ("student", load_checkpoint(student_dir))):
+        m = ck.build_model()
+        x1 = bundle.extractor(getattr(m, "input_kind", "float")).gather([0], [0])
+        with torch.inference_mode():
+            t = time_call(lambda m=m, x1=x1: m(x1), warmup=5, runs=200 if role == "student" else 30, max_seconds=5)
+        test = ck.meta.get("metrics", {}).get("test", {})
+        rows.append((role, ck.model_name, test, count_params(m), count_flops(m, x1), t.p50_ms))
+    tb = Table(title="teacher vs student (test split, CPU batch-1 latency p50)")
+    for c in ("role", "preset", "OA %", "AA %", "κ ×100", "params", "FLOPs/px", "latency ms"):
+        tb.add_column(c, justify="left" if c in ("role", "preset") else "right")
+    for role, name, test, params, flops, lat in rows:
+        tb.add_row(role, name, f"{100 * test.get('oa', float('nan')):.2f}", f"{100 * test.get('aa', float('nan')):.2f}",
+                   f"{100 * test.get('kappa', float('nan')):.2f}", f"{params:,}", f"{flops / 1e6:.2f} M", f"{lat:.3f}")  # fmt: skip
+    C.console.print(tb)
+
+
+def train_student(
+    student: Student = "blm_s",
+    dataset: C.Dataset = "indian_pines",
+    gt: C.GT = None,
+    cube_key: C.CubeKey = None,
+    gt_key: C.GTKey = None,
+    fill: C.Fill = None,
+    strategy: C.Strategy = "ratio",
+    train: C.TrainAmount = 0.1,
+    val: C.Val = 0.05,
+    seed: C.Seed = 0,
+    seeds: Seeds = None,
+    patch: C.Patch = 7,
+    buffer: C.Buffer = None,
+    allow_small: C.AllowSmall = False,
+    train_map: C.TrainMap = None,
+    test_map: C.TestMap = None,
+    epochs: Epochs = 200,
+    batch: Batch = 64,
+    lr: LR = 3e-3,
+    weight_decay: WD = 5e-4,
+    lr_warmup: Warmup = 5,
+    patience: Patience = 60,
+    augment: Augment = True,
+    out: Out = Path("runs/student_nokd"),
+    resume: Resume = False,
+    progress: C.Progress = True,
+) -> None:
+    """Train a student on labels alone (no teacher), to measure what distillation adds."""
+    import torch
+
+    from blmkd.models import create_model
+
+    _check_student(student)
+
+    def build(s, bundle):
+        m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+        m.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
+        return m
+
+    _run_seeds(
+        C.parse_seeds(seeds) or [seed], out, build,
+        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
+             val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s),
+        resume=resume, progress=progress, title=f"student {student} (no teacher)",
+    )  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("distill")(distill)
+    app.command("train-student")(train_student)

@@ -1,0 +1,180 @@
+"""`blmkd train-teacher` and `blmkd evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from blmkd.cli import common as C
+from blmkd.errors import BlmkdError
+
+
+def _train_cfg(epochs, batch, lr, weight_decay, warmup, patience, augment, seed):
+    from blmkd.train import TrainConfig
+
+    if epochs < 1:
+        raise BlmkdError("--epochs must be at least 1")
+    if batch < 2:
+        raise BlmkdError("--batch must be at least 2 (BatchNorm needs two samples)")
+    if lr <= 0:
+        raise BlmkdError("--lr must be positive")
+    return TrainConfig(
+        epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup,
+        patience=patience, augment=augment, seed=seed,
+    )  # fmt: skip
+
+
+Epochs = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
+Batch = Annotated[int, typer.Option("--batch", help="Training batch size.")]
+LR = Annotated[float, typer.Option("--lr", help="AdamW peak learning rate (paper: 1e-3).")]
+WD = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (paper: 5e-4).")]
+Warmup = Annotated[int, typer.Option("--lr-warmup", help="Epochs of linear learning-rate warm-up before the cosine decay.")]
+Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epochs without a validation-OA gain (0 = off).")]
+Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")]
+Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, metrics.jsonl).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")]
+
+
+def train_teacher(
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher preset (see `blmkd models`).")] = "ssa_mamba_s",
+    dataset: C.Dataset = "indian_pines",
+    gt: C.GT = None,
+    cube_key: C.CubeKey = None,
+    gt_key: C.GTKey = None,
+    fill: C.Fill = None,
+    strategy: C.Strategy = "ratio",
+    train: C.TrainAmount = 0.1,
+    val: C.Val = 0.05,
+    seed: C.Seed = 0,
+    seeds: Seeds = None,
+    patch: C.Patch = 7,
+    buffer: C.Buffer = None,
+    allow_small: C.AllowSmall = False,
+    train_map: C.TrainMap = None,
+    test_map: C.TestMap = None,
+    epochs: Epochs = 100,
+    batch: Batch = 64,
+    lr: LR = 1e-3,
+    weight_decay: WD = 5e-4,
+    lr_warmup: Warmup = 5,
+    patience: Patience = 30,
+    augment: Augment = True,
+    out: Out = Path("runs/teacher"),
+    resume: Resume = False,
+    progress: C.Progress = True,
+) -> None:
+    """Train an SSA-Mamba teacher on a scene and write self-describing checkpoints.
+
+    Writes OUT/best.safetensors (highest validation OA, with test metrics), OUT/last.safetensors
+    (for --resume) and OUT/metrics.jsonl. With --seeds, one run per seed in OUT/seed_<s> and
+    the mean ± std of OA/AA/κ in OUT/summary.json.
+    """
+    from blmkd.models import create_model, model_entry
+
+    if model_entry(model).family != "teacher":
+        raise BlmkdError(f"{model!r} is a {model_entry(model).family} preset; use `blmkd train-student` for students")
+    seed_list = C.parse_seeds(seeds) or [seed]
+    _run_seeds(
+        seed_list,
+        out,
+        lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes),
+        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
+             val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s),
+        resume=resume,
+        progress=progress,
+        title=f"teacher {model}",
+    )  # fmt: skip
+
+
+def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress, title, fit_kwargs=None, bundle=None):
+    """Train one run per seed (OUT itself for a single seed) and print/record the results.
+
+    ``bundle`` reuses prepared data (distillation takes the teacher's) instead of ``data_kw``.
+    """
+    from blmkd.flops import count_flops, count_params
+    from blmkd.train import fit, prepare_data, write_summary
+
+    runs = []
+    for s in seed_list:
+        run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
+        if bundle is None or len(seed_list) > 1:
+            bundle = prepare_data(C.data_options(seed=s, **data_kw))
+        model = build(s, bundle)
+        kwargs = fit_kwargs(s, bundle, model) if fit_kwargs else {}
+        C.console.print(
+            f"[bold]{title}[/] seed {s}: {bundle.scene.name} {bundle.scene.height}×{bundle.scene.width}×{bundle.scene.bands}, "
+            f"{int(bundle.split.train.sum())} train / {int(bundle.split.val.sum())} val / {int(bundle.split.test.sum())} test px, "
+            f"leakage {bundle.split.leakage:.3f}"
+        )
+        res = fit(model, bundle, cfg_for_seed(s), run_dir, resume=resume, progress=progress, **kwargs)
+        x = bundle.extractor(getattr(model, "input_kind", "float")).gather([0], [0])
+        stats = {"parameters": count_params(model), "flops_per_pixel": count_flops(model, x)}
+        runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
+                     "epochs_run": res.epochs_run, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
+        C.console.print(
+            C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
+        )
+    if len(seed_list) > 1:
+        summ = write_summary(out / "summary.json", runs)
+        C.console.print(
+            f"[bold]{title}[/] over seeds {seed_list}: "
+            + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
+        )
+    return runs
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory (uses its best.safetensors).")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Evaluate on another scene (default: the checkpoint's).")] = None,
+    gt: C.GT = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="Another split strategy (default: the checkpoint's).")] = None,
+    train: Annotated[float | None, typer.Option("--train", help="Split amount for --strategy.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Split seed (default: the checkpoint's).")] = None,
+    split_set: Annotated[str, typer.Option("--set", help="Which pixels: test | val | train.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """OA/AA/κ, per-class accuracy and the confusion matrix of a checkpoint on its test split.
+
+    Defaults to the checkpoint's own dataset, split and preprocessing, so the numbers are the
+    ones it was trained to be judged on.
+    """
+    from blmkd.checkpoint import load_checkpoint
+    from blmkd.io import atomic_write_json
+    from blmkd.train import bundle_from_checkpoint, evaluate_model
+
+    if split_set not in ("test", "val", "train"):
+        raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")
+    ck = load_checkpoint(checkpoint)
+    bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
+    model = ck.build_model()
+    rep = evaluate_model(model, bundle, split_set).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
+    C.console.print(C.report_table(f"{ck.model_name} on {bundle.scene.name} ({split_set} split, leakage {bundle.split.leakage:.3f})", [(ck.model_name, rep)]))
+    C.console.print(C.per_class_table(rep))
+    _print_confusion(rep)
+    if json_out:
+        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "leakage": float(bundle.split.leakage), **rep})
+
+
+def _print_confusion(rep: dict) -> None:
+    from rich.table import Table
+
+    cm = rep.get("confusion")
+    if cm is None:
+        return
+    t = Table(title="confusion matrix (rows: true, columns: predicted; original ids)")
+    ids = [str(c["id"]) for c in rep.get("per_class", [])] or [str(i) for i in range(len(cm))]
+    t.add_column("")
+    for i in ids:
+        t.add_column(i, justify="right")
+    for i, row in zip(ids, cm):
+        t.add_row(i, *[str(v) if v else "·" for v in row])
+    C.console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-teacher")(train_teacher)
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,150 @@
+"""Distillation losses: adaptive knowledge distillation from a teacher into a BLM student.
+
+The objective of Ahmad et al., "Byte Latent Mamba with State Space and Knowledge Distillation for
+Hyperspectral Image Classification", IEEE TGRS 63, 2025 (doi:10.1109/TGRS.2025.3626861)::
+
+    L_total(t) = (1 − λ_t)·L_CE(z_s, y) + λ_t·L_KD(z_s, z_t)
+
+with λ_t rising linearly over a warm-up (:func:`lambda_schedule`), ``L_KD`` a temperature-softened
+match of the teacher's class distribution (:class:`KDLoss`), and, optionally, a feature-level hint
+(:class:`HintLoss`). Teacher tensors are always detached: gradients reach the student only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DistillationLoss", "HintLoss", "KDLoss", "lambda_schedule"]
+
+KD_KINDS = ("kl", "soft-ce")
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def lambda_schedule(epoch: int, warmup_epochs: int, lambda_0: float = 0.0, lambda_max: float = 1.0) -> float:
+    """Distillation weight λ_t at ``epoch`` (0-based): a linear warm-up (Ahmad et al. 2025).
+
+    ``λ_t = λ_0 + (λ_max − λ_0)·min(t / T_warmup, 1)``; with ``warmup_epochs == 0`` it is ``λ_max``
+    from the start. Early epochs lean on the labels while the student is far from the teacher;
+    later ones on the teacher's soft targets.
+
+    Raises:
+        ValueError: ``λ_0`` or ``λ_max`` outside ``[0, 1]``, or a negative epoch or warm-up.
+    """
+    _check_unit("lambda_0", lambda_0)
+    _check_unit("lambda_max", lambda_max)
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if warmup_epochs == 0:
+        return float(lambda_max)
+    return float(lambda_0 + (lambda_max - lambda_0) * min(epoch / warmup_epochs, 1.0))
+
+
+class KDLoss(nn.Module):
+    """Logit distillation loss at temperature ``T``, averaged over the batch.
+
+    ``kind="kl"`` (Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015)::
+
+        L_KD = T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))
+             = T² · Σ_k q_k (log q_k − log p_k),     q = softmax(z_t/T), p = softmax(z_s/T)
+
+    The ``T²`` keeps the gradient's scale independent of ``T``. ``kind="soft-ce"`` is the soft
+    cross-entropy of Ahmad et al. 2025, without ``T²``::
+
+        L_KD = −Σ_k q_k · log p_k
+
+    It differs from the KL term by the teacher's entropy (a constant for the student) and the
+    ``T²`` factor, so it is never 0, even when the logits match.
+
+    Args:
+        temperature: softening temperature ``T > 0``.
+        kind: ``"kl"`` or ``"soft-ce"``.
+    """
+
+    def __init__(self, temperature: float = 4.0, kind: str = "kl"):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if kind not in KD_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KD_KINDS)}, got {kind!r}")
+        self.temperature = float(temperature)
+        self.kind = kind
+
+    def forward(self, z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of student logits ``z_s (N, K)`` against teacher logits ``z_t (N, K)``."""
+        T = self.temperature
+        log_p = F.log_softmax(z_s / T, dim=-1)  # (N, K)
+        log_q = F.log_softmax(z_t.detach() / T, dim=-1)  # (N, K)
+        if self.kind == "kl":
+            return T * T * F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+        return -(log_q.exp() * log_p).sum(dim=-1).mean()
+
+
+class DistillationLoss(nn.Module):
+    """Adaptive distillation objective (Ahmad et al. 2025)::
+
+        L = (1 − λ)·CE(z_s, y) + λ·L_KD(z_s, z_t)
+
+    with ``L_KD`` from :class:`KDLoss` and ``λ`` given per call (from :func:`lambda_schedule`).
+
+    Args:
+        temperature: KD temperature ``T > 0``.
+        kind: ``"kl"`` (``T²``-scaled KL, Hinton et al. 2015) or ``"soft-ce"`` (the paper's).
+        label_smoothing: label smoothing of the CE term, in ``[0, 1)``.
+    """
+
+    def __init__(self, temperature: float = 4.0, kind: str = "kl", label_smoothing: float = 0.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.kd = KDLoss(temperature, kind)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(
+        self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its parts.
+
+        Args:
+            z_s: student logits ``(N, K)``.
+            z_t: teacher logits ``(N, K)`` (detached here).
+            y: class indices ``(N,)``.
+            lam: distillation weight λ in ``[0, 1]``.
+
+        Returns:
+            ``(total, {"ce": float, "kd": float})``, the parts unweighted.
+        """
+        _check_unit("lam", lam)
+        ce = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing)
+        kd = self.kd(z_s, z_t)
+        total = (1.0 - lam) * ce + lam * kd
+        return total, {"ce": float(ce.detach()), "kd": float(kd.detach())}
+
+
+class HintLoss(nn.Module):
+    """Feature-level hint (FitNets, Romero et al., ICLR 2015)::
+
+        L_hint = ‖W·f_s + b − f_t‖² / (N·D_t)
+
+    a mean squared error between a learned linear projection of the student's pooled features
+    ``f_s (N, D_s)`` and the teacher's ``f_t (N, D_t)`` (detached). The projection is trained with
+    the student (add this module's parameters to the optimizer) and dropped at export.
+
+    Args:
+        student_dim: ``D_s``.
+        teacher_dim: ``D_t``.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.proj(f_s), f_t.detach())

@@ -1,0 +1,475 @@
+"""The training loop shared by teachers, students and distillation.
+
+``prepare_data`` turns dataset and split options into a :class:`Bundle` (scene, split,
+preprocessing fitted on training pixels only, patch extractors). ``fit`` trains any registered
+model on it with AdamW, a cosine schedule with linear warm-up, gradient clipping, optional
+dihedral augmentation, early stopping on validation OA, best/last checkpoints, ``resume`` and a
+metrics log; the loss comes from an *objective* so distillation reuses the whole loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blmkd.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from blmkd.errors import BlmkdError, ModelError
+from blmkd.io import atomic_write_json
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class DataOptions:
+    """How to read the scene and split it (the options of `blmkd split`)."""
+
+    dataset: str = "indian_pines"  # registry name or path to the cube file
+    gt: str | None = None  # ground truth in a second file
+    cube_key: str | None = None
+    gt_key: str | None = None
+    fill: float | None = None  # value for NaN/Inf cube entries
+    strategy: str = "ratio"  # ratio | per-class | disjoint | fixed
+    train: float = 0.1  # fraction (ratio, disjoint) or count per class (per-class)
+    val: float = 0.05  # fraction of each class's non-training pixels
+    seed: int = 0
+    patch: int = 7  # odd window size P
+    buffer: int | None = None  # disjoint: gap between train and test, default P // 2
+    allow_small: bool = False
+    train_map: str | None = None  # fixed: train/test maps
+    test_map: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Bundle:
+    """A scene, its split and its preprocessing: everything a model is trained and tested on."""
+
+    options: DataOptions
+    scene: object  # blmkd.data.Scene
+    split: object  # blmkd.data.splits.Split
+    prep: object  # blmkd.data.preprocess.Preprocessing
+
+    @property
+    def patch_size(self) -> int:
+        return self.options.patch
+
+    @cached_property
+    def float_extractor(self):
+        from blmkd.data.patches import PatchExtractor
+
+        return PatchExtractor(self.prep.standardize(self.scene.cube), self.patch_size)
+
+    @cached_property
+    def byte_extractor(self):
+        from blmkd.data.patches import PatchExtractor
+
+        return PatchExtractor(self.prep.to_bytes(self.scene.cube), self.patch_size)
+
+    def extractor(self, input_kind: str):
+        return self.byte_extractor if input_kind == "uint8" else self.float_extractor
+
+    def coords(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """rows, cols, labels of the ``train``/``val``/``test`` pixels in row-major order."""
+        mask = getattr(self.split, which)
+        rows, cols = np.nonzero(mask)
+        return rows, cols, self.scene.labels[rows, cols].astype(np.int64)
+
+    def meta(self) -> dict:
+        """The data facts that every checkpoint carries."""
+        return {
+            "data": {**self.scene.facts(), "options": self.options.to_dict(), "patch_size": self.patch_size},
+            "preprocessing": self.prep.to_dict(),
+            "split": {**self.split.spec, "leakage": float(self.split.leakage), "counts": self.split.summary(self.scene)},
+        }
+
+
+def prepare_data(opts: DataOptions) -> Bundle:
+    """Load the scene, make the seeded split and fit the preprocessing on training pixels."""
+    from blmkd.data import load_scene
+    from blmkd.data.preprocess import fit_preprocessing
+    from blmkd.data.splits import make_split
+
+    scene = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill)
+    train = int(opts.train) if opts.strategy == "per-class" else float(opts.train)
+    split = make_split(
+        scene,
+        opts.strategy,
+        train=train,
+        val=opts.val,
+        seed=opts.seed,
+        patch_size=opts.patch,
+        buffer=opts.buffer,
+        allow_small=opts.allow_small,
+        train_map=opts.train_map,
+        test_map=opts.test_map,
+    )
+    prep = fit_preprocessing(scene.cube, split.train)
+    return Bundle(opts, scene, split, prep)
+
+
+def bundle_from_checkpoint(ckpt: Checkpoint, overrides: dict | None = None) -> Bundle:
+    """Rebuild the data a checkpoint was trained on (same split, same preprocessing).
+
+    ``overrides`` replaces data options (e.g. another dataset path or split strategy); the
+    recorded preprocessing is kept, since the model was trained with it.
+    """
+    from blmkd.data.preprocess import Preprocessing
+
+    data = ckpt.meta.get("data", {})
+    opts = DataOptions(**{**data.get("options", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}})
+    bundle = prepare_data(opts)
+    bundle.prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
+    check_compatible(ckpt, bundle)
+    return bundle
+
+
+def check_compatible(ckpt: Checkpoint, bundle: Bundle) -> None:
+    """Refuse a checkpoint whose bands or classes differ from the data's."""
+    cfg = ckpt.meta["model"]["config"]
+    scene = bundle.scene
+    if cfg.get("bands") != scene.bands:
+        raise ModelError(f"{ckpt.path.name} expects {cfg.get('bands')} bands but {scene.name} has {scene.bands}")
+    if cfg.get("num_classes") != scene.num_classes:
+        raise ModelError(
+            f"{ckpt.path.name} has {cfg.get('num_classes')} classes but {scene.name} has {scene.num_classes}"
+        )
+    ids = [c["id"] for c in ckpt.meta.get("data", {}).get("classes", [])]
+    if ids and ids != list(scene.class_ids):
+        raise ModelError(f"{ckpt.path.name} was trained on class ids {ids}, the data has {list(scene.class_ids)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation and inference
+
+
+def dihedral(x: torch.Tensor, variant: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square on (N, C, P, P): rotation by 90°·(v % 4), then a flip if v ≥ 4."""
+    if variant % 4:
+        x = torch.rot90(x, variant % 4, dims=(2, 3))
+    if variant >= 4:
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
+def apply_variants(x: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:
+    """Apply a per-sample dihedral variant (N,) to x (N, C, P, P)."""
+    out = x.clone()
+    for v in torch.unique(variants).tolist():
+        if v == 0:
+            continue
+        sel = variants == v
+        out[sel] = dihedral(x[sel], v)
+    return out
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, extractor, rows, cols, batch_size: int = 1024, variant: int = 0) -> torch.Tensor:
+    """Logits (N, K) for the windows centred at (rows, cols), in eval mode."""
+    model.eval()
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    outs = []
+    for i in range(0, len(rows), batch_size):
+        x = extractor.gather(rows[i : i + batch_size], cols[i : i + batch_size])
+        if variant:
+            x = dihedral(x, variant)
+        outs.append(model(x).float())
+    if not outs:
+        return torch.zeros(0, 0)
+    return torch.cat(outs)
+
+
+def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024):
+    """OA/AA/κ report of ``model`` on the ``which`` pixels of the bundle's split."""
+    from blmkd.metrics import classification_report
+
+    rows, cols, y = bundle.coords(which)
+    logits = predict_logits(model, bundle.extractor(getattr(model, "input_kind", "float")), rows, cols, batch_size)
+    pred = logits.argmax(1).numpy()
+    return classification_report(y, pred, bundle.scene.num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (paper: AdamW, lr 1e-3, weight decay 5e-4)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 5  # linear LR warm-up before the cosine decay
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm (0 disables)
+    augment: bool = True  # random dihedral flips/rotations of training patches
+    patience: int = 30  # early stopping: epochs without val-OA gain (0 disables)
+    label_smoothing: float = 0.0
+    eval_batch: int = 512
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingError(BlmkdError):
+    """Training stopped (NaN/Inf loss); the message names the epoch and the kept checkpoint."""
+
+
+# objective(model, x, y, idx, variants, epoch) -> (loss, logits, parts)
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple]
+
+
+def ce_objective(label_smoothing: float = 0.0) -> Objective:
+    def objective(model, x, y, idx, variants, epoch):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return loss, logits, {"ce": float(loss.detach())}
+
+    return objective
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_oa: float
+    epochs_run: int
+    stopped_early: bool
+    test: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    warm = max(0, cfg.warmup_epochs * steps_per_epoch)
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def _read_log(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
+
+
+def fit(
+    model: nn.Module,
+    bundle: Bundle,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    objective: Objective | None = None,
+    resume: bool = False,
+    meta_extra: dict | None = None,
+    progress: bool = True,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    extra_modules: list[nn.Module] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``bundle`` and write ``best``/``last`` checkpoints and ``metrics.jsonl``.
+
+    The best checkpoint (highest validation OA; training OA where the split has no validation
+    pixels) is re-saved at the end with its test metrics. With ``resume`` the loop continues
+    from ``last.safetensors`` (weights, optimizer, schedule position, early-stopping state).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objective = objective or ce_objective(cfg.label_smoothing)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    input_kind = getattr(model, "input_kind", "float")
+    extractor = bundle.extractor(input_kind)
+    rows, cols, labels = bundle.coords("train")
+    if len(rows) == 0:
+        raise TrainingError("the split has no training pixels")
+    vrows, vcols, vlabels = bundle.coords("val")
+    use_val = len(vrows) > 0
+    y_all = torch.from_numpy(labels)
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+
+    params = list(model.parameters()) + [p for m in (extra_modules or []) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
+    meta_base = {**bundle.meta(), **(meta_extra or {}), "training": cfg.to_dict()}
+
+    start_epoch, best_val, best_epoch, bad_epochs = 1, -1.0, 0, 0
+    log_path = out / "metrics.jsonl"
+    if resume:
+        last = out / "last.safetensors"
+        if not last.exists():
+            raise TrainingError(f"--resume: no {last} to resume from")
+        ck = load_checkpoint(last)
+        model.load_state_dict(ck.model_state())
+        if ck.optimizer_state() is not None:
+            opt.load_state_dict(ck.optimizer_state())
+        st = ck.meta["train_state"]
+        start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
+        with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(st["epoch"] * steps_per_epoch):  # replay the schedule position
+                sched.step()
+        gen.manual_seed(cfg.seed + 1 + st["epoch"])
+    history = _read_log(log_path, start_epoch - 1)
+    log_lines = [json.dumps(r) for r in history]
+
+    t0 = time.perf_counter()
+    stopped_early = False
+    epoch = start_epoch - 1
+    prog = _Progress(progress, cfg.epochs, start_epoch - 1)
+    with prog:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            model.train()
+            perm = torch.randperm(len(rows), generator=gen)
+            tot_loss, correct, seen = 0.0, 0, 0
+            parts_sum: dict[str, float] = {}
+            for b in range(steps_per_epoch):
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                if len(idx) < 2 and b > 0:  # BatchNorm cannot train on a batch of one
+                    continue
+                x = extractor.gather(rows[idx.numpy()], cols[idx.numpy()])
+                variants = (
+                    torch.randint(0, 8, (len(idx),), generator=gen) if cfg.augment else torch.zeros(len(idx), dtype=torch.long)
+                )
+                if cfg.augment:
+                    x = apply_variants(x, variants)
+                y = y_all[idx]
+                loss, logits, parts = objective(model, x, y, idx, variants, epoch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {float(loss.detach())} at epoch {epoch}; training stopped, "
+                        f"the last good checkpoint is kept in {out}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                tot_loss += float(loss.detach()) * len(idx)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(idx)
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+            train_oa = correct / max(1, seen)
+            if use_val:
+                vlog = predict_logits(model, extractor, vrows, vcols, cfg.eval_batch)
+                val_oa = float((vlog.argmax(1).numpy() == vlabels).mean())
+            else:
+                val_oa = train_oa
+            row = {
+                "epoch": epoch,
+                "loss": tot_loss / max(1, seen),
+                **{k: v / max(1, seen) for k, v in parts_sum.items()},
+                "train_oa": train_oa,
+                "val_oa": val_oa,
+                "lr": opt.param_groups[0]["lr"],
+                "time_s": time.perf_counter() - t0,
+            }
+            improved = val_oa > best_val
+            if improved:
+                best_val, best_epoch, bad_epochs = val_oa, epoch, 0
+            else:
+                bad_epochs += 1
+            state = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+            meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "train_oa": train_oa, "epoch": epoch}}
+            if improved:
+                save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
+            save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=extra_tensors)
+            log_lines.append(json.dumps(row))
+            _write_lines(log_path, log_lines)
+            prog.update(row, best_val)
+            if on_epoch:
+                on_epoch(row)
+            if cfg.patience and bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+
+    wall = time.perf_counter() - t0
+    best = load_checkpoint(out / "best.safetensors")
+    model.load_state_dict(best.model_state())
+    report = evaluate_model(model, bundle, "test", cfg.eval_batch)
+    test = report.to_dict(bundle.scene.class_ids, bundle.scene.class_names)
+    meta = dict(best.meta)
+    meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall}
+    save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
+    return FitResult(out, best_epoch, best_val, epoch, stopped_early, test, wall)
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    from blmkd.io import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+class _Progress:
+    """A rich progress bar over epochs showing loss, train/val OA and the ETA."""
+
+    def __init__(self, enabled: bool, total: int, done: int):
+        self.enabled = enabled and os.environ.get("BLMKD_NO_PROGRESS") != "1"
+        self.total, self.done = total, done
+        self._p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(
+                TextColumn("epoch"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task("train", total=self.total, completed=self.done, info="")
+        return self
+
+    def update(self, row: dict, best: float) -> None:
+        if self._p is not None:
+            info = f"loss {row['loss']:.4f}  train OA {row['train_oa']:.4f}  val OA {row['val_oa']:.4f}  best {best:.4f}"
+            self._p.update(self._task, advance=1, info=info)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+        return False
+
+
+def write_summary(path: Path, runs: list[dict]) -> dict:
+    """Aggregate per-seed test metrics into mean ± std (sample std) and write it as JSON."""
+    from blmkd.metrics import mean_std
+
+    summary: dict = {"runs": runs}
+    for key in ("oa", "aa", "kappa"):
+        vals = [r["test"][key] for r in runs]
+        m, s = mean_std(vals)
+        summary[key] = {"mean": m, "std": s, "values": vals}
+    atomic_write_json(path, summary)
+    return summary

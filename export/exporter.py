@@ -1,0 +1,411 @@
+"""The one export entry: a checkpoint in, checked artifacts out.
+
+``export(ckpt, formats=["onnx", "onnx-fp16", "onnx-int8", "trt"])`` rebuilds the checkpoint's
+model and data (same split, same preprocessing), exports the FP32 graph once and derives the
+others from it. Like optimum-cli, every artifact is checked before it is reported done: it runs in
+its own runtime on the real test patches and is compared with PyTorch (max |logit difference|,
+argmax agreement, OA). The file is written to a temporary name and only renamed into place once
+its check passes, so a failed export leaves nothing that looks valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from blmkd.checkpoint import Checkpoint, load_checkpoint
+from blmkd.errors import ExportError
+from blmkd.export import formats as F
+from blmkd.export.onnx_export import (
+    INPUT_NAME,
+    cast_uint8_inputs_first,
+    check_model,
+    set_metadata,
+    simplify,
+    ssm_decay_island,
+    to_fp16,
+    torch_to_onnx,
+    uint8_input_feeds_cast,
+)
+from blmkd.export.runtime import OnnxRunner, TensorRTRunner, artifact_meta
+from blmkd.export.targets import Target, device_script, engine_name, get_target, onnx_source, script_name
+from blmkd.export.tensorrt import build_engine, local_compute_capability, tensorrt_status
+from blmkd.io import atomic_path, atomic_write_json, atomic_write_text
+from blmkd.train import bundle_from_checkpoint
+
+_ENGINE_SOURCE = {"fp32": "onnx", "fp16": "onnx", "int8": "onnx-int8"}
+_PRECISION_FORMAT = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}
+
+
+@dataclass
+class Check:
+    """How an artifact compares with the PyTorch checkpoint on the evaluation patches."""
+
+    pixels: int  # test patches compared
+    max_abs_diff: float  # max |logit − PyTorch logit|
+    agreement: float  # fraction of equal argmax decisions
+    oa: float  # overall accuracy of the artifact
+    oa_reference: float  # overall accuracy of PyTorch on the same patches
+    criterion: str  # what had to hold
+    passed: bool
+
+    @property
+    def oa_drop_pp(self) -> float:
+        return 100.0 * (self.oa_reference - self.oa)
+
+    def line(self) -> str:
+        return (
+            f"max|Δlogit| {self.max_abs_diff:.2e}, argmax agreement {100 * self.agreement:.2f}%, "
+            f"OA {100 * self.oa:.2f}% (PyTorch {100 * self.oa_reference:.2f}%) on {self.pixels} test patches "
+            f"[{self.criterion}: {'ok' if self.passed else 'FAILED'}]"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Artifact:
+    """One file written by :func:`export`."""
+
+    format: str  # row of the format table: onnx, onnx-fp16, onnx-int8, trt
+    kind: str  # "onnx", "engine" or "script"
+    path: Path
+    precision: str | None
+    size_bytes: int
+    check: Check | None = None
+    note: str = ""
+
+
+class EvalSet:
+    """The test patches every artifact is judged on (all of them, or a seeded sample)."""
+
+    def __init__(
+        self, bundle, input_kind: str, size: int | None = None, seed: int = 0, batch_size: int = 1024
+    ):
+        rows, cols, labels = bundle.coords("test")
+        if len(rows) == 0:
+            raise ExportError("the checkpoint's split has no test pixels to check the export on")
+        if size is not None and size < len(rows):
+            pick = np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))
+            rows, cols, labels = rows[pick], cols[pick], labels[pick]
+        self.rows, self.cols, self.labels = rows, cols, labels
+        self.extractor = bundle.extractor(input_kind)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self):
+        for i in range(0, len(self.rows), self.batch_size):
+            yield self.extractor.gather(
+                self.rows[i : i + self.batch_size], self.cols[i : i + self.batch_size]
+            ).numpy()
+
+    def logits(self, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        return np.concatenate([run(x) for x in self.batches()]).astype(np.float32, copy=False)
+
+
+def compare(logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, criterion: dict[str, float]) -> Check:
+    """Judge ``logits`` against the PyTorch ``ref`` logits.
+
+    ``criterion`` holds ``atol`` (max |Δlogit|), and/or ``min_agreement`` and ``max_oa_drop`` (pp).
+    """
+    if logits.shape != ref.shape:
+        raise ExportError(f"artifact returned logits of shape {logits.shape}, PyTorch {ref.shape}")
+    finite = bool(np.isfinite(logits).all())
+    diff = float(np.abs(logits - ref).max()) if finite else float("inf")
+    pred = logits.argmax(1)
+    agreement = float((pred == ref.argmax(1)).mean())
+    oa, oa_ref = float((pred == labels).mean()), float((ref.argmax(1) == labels).mean())
+    parts, ok = [], finite
+    if "atol" in criterion:
+        parts.append(f"max|Δlogit| <= {criterion['atol']:g}")
+        ok &= diff <= criterion["atol"]
+    if "min_agreement" in criterion:
+        parts.append(f"agreement >= {100 * criterion['min_agreement']:g}%")
+        ok &= agreement >= criterion["min_agreement"]
+    if "max_oa_drop" in criterion:
+        parts.append(f"OA drop <= {criterion['max_oa_drop']:g} pp")
+        ok &= 100.0 * (oa_ref - oa) <= criterion["max_oa_drop"] + 1e-9
+    return Check(len(ref), diff, agreement, oa, oa_ref, ", ".join(parts), bool(ok))
+
+
+def _criterion(fmt_name: str, opts: dict, precision: str | None = None, atol: float | None = None) -> dict:
+    if fmt_name == "onnx-int8" or precision == "int8":
+        return {"min_agreement": opts["min_agreement"], "max_oa_drop": opts["max_oa_drop"]}
+    return {"atol": atol if atol is not None else opts["atol"]}
+
+
+def _human(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def export(
+    checkpoint,
+    formats: list[str] | str | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    force: bool = False,
+    target: str | None = None,
+    build_engine: bool | None = None,
+    calibration: str | None = None,
+    calib_size: int | None = None,
+    atol: float | None = None,
+    opset: int | None = None,
+    simplify: bool | None = None,
+    min_agreement: float | None = None,
+    max_oa_drop: float | None = None,
+    workspace_mb: int | None = None,
+    batch_profile: tuple[int, int, int] | None = None,
+    eval_size: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[Artifact]:
+    """Export a checkpoint to the requested formats and check every artifact.
+
+    Args:
+        checkpoint: a checkpoint path, run directory or :class:`blmkd.checkpoint.Checkpoint`.
+        formats: names from :data:`blmkd.export.formats.FORMATS` (default ``["onnx"]``). ``trt``
+            builds one engine per requested ONNX precision (FP32 if none) and writes the device
+            script; FP32/FP16 engines are built from the FP32 ONNX, which is then written too.
+        out_dir: output folder (default: ``export/`` beside the checkpoint).
+        force: overwrite existing outputs.
+        target: device for ``trt`` (see :data:`blmkd.export.targets.TARGETS`).
+        build_engine: ``trt``: fail unless the engine can be built here.
+        calibration, calib_size: ``onnx-int8`` calibrator and number of training patches.
+        atol: max |Δlogit| for FP32/FP16 artifacts (defaults per format).
+        opset, simplify: ONNX opset (>= 17) and onnxslim on/off.
+        min_agreement, max_oa_drop: ``onnx-int8`` acceptance (argmax agreement, OA drop in pp).
+        workspace_mb, batch_profile: ``trt`` builder workspace (MiB) and (min, opt, max) batch.
+        eval_size: check on a seeded sample of this many test patches (default: all of them).
+        seed: seed of the calibration and evaluation samples.
+        log: where progress lines go.
+
+    Returns:
+        The written artifacts, in format-table order (device script and engines last).
+
+    Raises:
+        ExportError / ModelError: bad options, an unreadable checkpoint, existing outputs without
+            ``force``, or an artifact that fails its check (that file is not written).
+    """
+    requested = F.resolve_formats(formats)
+    names = {f.name for f in requested}
+    engine_precisions: list[str] = []
+    if "trt" in names:
+        engine_precisions = [p for p, n in _PRECISION_FORMAT.items() if n in names] or ["fp32"]
+        names |= {_ENGINE_SOURCE[p] for p in engine_precisions}  # engine sources are written too
+    fmts = F.resolve_formats(sorted(names))
+    opts = F.validate_options(
+        fmts,
+        dict(target=target, build_engine=build_engine, calibration=calibration, calib_size=calib_size, atol=atol,
+             opset=opset, simplify=simplify, min_agreement=min_agreement, max_oa_drop=max_oa_drop,
+             workspace_mb=workspace_mb, batch_profile=tuple(batch_profile) if batch_profile else None),
+    )  # fmt: skip
+    if eval_size is not None and eval_size < 1:
+        raise ExportError(f"--eval-size must be at least 1, got {eval_size}")
+
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    stem = ck.model_name
+    out = Path(out_dir) if out_dir is not None else ck.path.parent / "export"
+    onnx_fmts = [f for f in fmts if f.runtime == "onnxruntime"]
+    tgt: Target | None = get_target(opts["trt"]["target"]) if "trt" in opts else None
+    planned = [out / f"{stem}{f.suffix}" for f in onnx_fmts]
+    if tgt is not None:
+        planned.append(out / script_name(tgt))
+        planned += [out / engine_name(stem, p) for p in engine_precisions]
+    if not force:
+        existing = [p for p in planned if p.exists()]
+        if existing:
+            raise ExportError(f"{existing[0]} already exists; pass --force to overwrite")
+
+    # ---- model, data, reference ------------------------------------------------------------
+    model = ck.build_model()
+    input_kind = getattr(model, "input_kind", "float")
+    bundle = bundle_from_checkpoint(ck)
+    ev = EvalSet(bundle, input_kind, eval_size, seed)
+    with torch.inference_mode():
+        ref = ev.logits(lambda x: model(torch.from_numpy(x)).float().numpy())
+    labels = ev.labels
+    meta = artifact_meta(ck)
+    log(
+        f"{stem} ({input_kind} input, {meta['bands']} bands, {meta['patch_size']}×{meta['patch_size']} patches) "
+        f"from {ck.path}: PyTorch OA {100 * float((ref.argmax(1) == labels).mean()):.2f}% on {len(ev)} test patches"
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts: list[Artifact] = []
+    onnx_paths: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
+        base_opts = opts[onnx_fmts[0].name]
+        fp32, simplified = _fp32_graph(model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log)
+        for fmt in onnx_fmts:
+            o = opts[fmt.name]
+            extra: dict[str, Any] = {}
+            if fmt.precision == "fp32":
+                proto = fp32
+            elif fmt.precision == "fp16":
+                island = ssm_decay_island(fp32)
+                proto = to_fp16(fp32, island)
+                extra["fp32_nodes"] = sorted(island)
+            else:
+                from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
+
+                rows, cols = calibration_coords(bundle, int(o["calib_size"]), seed)
+                reader = PatchReader(bundle.extractor(input_kind), rows, cols, fp32.graph.input[0].name)
+                log(f"{fmt.name}: calibrating ({o['calibration']}) on {len(rows)} training patches")
+                proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
+            path = out / f"{stem}{fmt.suffix}"
+            art = _write_checked_onnx(
+                proto, path, fmt, {**meta, "precision": fmt.precision, "opset": o["opset"], "simplified": simplified, **extra},
+                ev, ref, labels, _criterion(fmt.name, o), log,
+            )  # fmt: skip
+            artifacts.append(art)
+            onnx_paths[fmt.precision] = path
+
+    if tgt is not None:
+        artifacts += _tensorrt(
+            tgt, stem, engine_precisions, onnx_paths, meta, opts, ev, ref, labels, out, log
+        )
+    return artifacts
+
+
+def _fp32_graph(
+    model, ev: EvalSet, tmp: Path, opset: int, do_simplify: bool, log
+) -> tuple[onnx.ModelProto, str]:
+    x = ev.extractor.gather(ev.rows[:2], ev.cols[:2]).numpy()
+    path = tmp / "fp32.onnx"
+    torch_to_onnx(model, torch.from_numpy(x), path, opset)
+    proto = onnx.load(str(path))
+    if do_simplify:
+        proto, simplified = simplify(proto, log)
+    else:
+        simplified = "no: disabled"
+    if not uint8_input_feeds_cast(proto) and cast_uint8_inputs_first(proto):
+        log(
+            "note: moved the uint8 → float Cast to the graph input (TensorRT needs UINT8 inputs to feed a Cast)"
+        )
+    return proto, simplified
+
+
+def _write_checked_onnx(
+    proto, path: Path, fmt, meta: dict, ev: EvalSet, ref, labels, criterion, log
+) -> Artifact:
+    """Save to a temporary name, check in ONNX Runtime (CPU), then rename into place."""
+    set_metadata(proto, meta)
+    check_model(proto)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        onnx.save(proto, str(tmp))
+        runner = OnnxRunner(tmp, providers=["CPUExecutionProvider"])
+        chk = compare(ev.logits(runner.run), ref, labels, criterion)
+        size = tmp.stat().st_size
+        log(f"{fmt.name}: {path.name} {_human(size)}; {chk.line()}")
+        if not chk.passed:
+            raise ExportError(
+                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
+            )
+        set_metadata(
+            proto,
+            {
+                "test_oa": chk.oa,
+                "agreement": chk.agreement,
+                "max_abs_diff": chk.max_abs_diff,
+                "check": chk.to_dict(),
+            },
+        )
+        onnx.save(proto, str(tmp))
+    return Artifact(fmt.name, "onnx", path, fmt.precision, path.stat().st_size, chk)
+
+
+def _tensorrt(
+    tgt: Target, stem, precisions, onnx_paths, meta, opts, ev, ref, labels, out: Path, log
+) -> list[Artifact]:
+    """The device script always; engines where TensorRT and a matching GPU are here."""
+    o = opts["trt"]
+    profile = tuple(o["batch_profile"] or tgt.batch_profile)
+    workspace = int(o["workspace_mb"] or tgt.workspace_mb)
+    sample_shape = (meta["bands"], meta["patch_size"], meta["patch_size"])
+    # The device script writes a short JSON per engine; the runtime completes it from the source ONNX.
+    engine_meta = {
+        p: {
+            "model": stem,
+            "precision": p,
+            "target": tgt.name,
+            "onnx": onnx_source(stem, p),
+            "source_sha256": meta["source_sha256"],
+        }
+        for p in precisions
+    }
+    header = f"From {meta['source_checkpoint']} (sha256 {meta['source_sha256'][:16]}…), {meta['model']}, blmkd {meta['blmkd_version']}."
+    script = device_script(tgt, stem, precisions, INPUT_NAME, sample_shape, engine_meta,
+                           batch_profile=profile, workspace_mb=workspace, header=header)  # fmt: skip
+    spath = out / script_name(tgt)
+    atomic_write_text(spath, script)
+    os.chmod(spath, 0o755)
+    log(
+        f"trt: wrote {spath.name} (trtexec builds of {', '.join(precisions)} for {tgt.name}, then `blmkd bench`)"
+    )
+    arts = [
+        Artifact("trt", "script", spath, None, spath.stat().st_size, note=f"device script for {tgt.name}")
+    ]
+
+    ok, reason = tensorrt_status()
+    here = local_compute_capability()
+    if ok and tgt.compute_capability not in (None, here):
+        ok, reason = False, f"this GPU is SM {here}, {tgt.name} is SM {tgt.compute_capability}"
+    if not ok:
+        msg = f"TensorRT engine not built here ({reason}); build it on the {tgt.name} with {spath.name}"
+        if o["build_engine"]:
+            raise ExportError(msg)
+        log(f"trt: {msg}")
+        arts[0].note = f"engine to build on the {tgt.name}"
+        return arts
+
+    for p in precisions:
+        epath = out / engine_name(stem, p)
+        src = onnx_paths["int8" if p == "int8" else "fp32"]
+        log(f"trt: building {epath.name} from {src.name} ({reason})")
+        info = build_engine(
+            src,
+            epath,
+            p,
+            input_name=INPUT_NAME,
+            sample_shape=sample_shape,
+            batch_profile=profile,
+            workspace_mb=workspace,
+        )
+        fmt_opts = (
+            opts[_PRECISION_FORMAT[p]]
+            if _PRECISION_FORMAT[p] in opts
+            else F.FORMATS[_PRECISION_FORMAT[p]].defaults
+        )
+        try:
+            chk = compare(
+                ev.logits(TensorRTRunner(epath).run),
+                ref,
+                labels,
+                _criterion(_PRECISION_FORMAT[p], fmt_opts, p, o["atol"]),
+            )
+        except Exception:
+            epath.unlink(missing_ok=True)
+            raise
+        log(f"trt: {epath.name} {_human(epath.stat().st_size)}; {chk.line()}")
+        if not chk.passed:
+            epath.unlink(missing_ok=True)
+            raise ExportError(
+                f"TensorRT {p} engine failed its check against PyTorch ({chk.criterion}); engine removed"
+            )
+        atomic_write_json(
+            epath.with_name(epath.name + ".json"),
+            {**meta, **engine_meta[p], **info, "test_oa": chk.oa, "check": chk.to_dict()},
+        )
+        arts.append(Artifact("trt", "engine", epath, p, epath.stat().st_size, chk))
+    return arts

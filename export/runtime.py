@@ -1,0 +1,242 @@
+"""Run any blmkd artifact the same way: ``open_artifact(path).run(x) -> logits``.
+
+* ``.safetensors`` checkpoints run in PyTorch (CPU, or CUDA where asked);
+* ``.onnx`` files run in ONNX Runtime (the CUDA execution provider where available, else CPU);
+* ``.engine`` / ``.plan`` files run in TensorRT (imported lazily; needs a CUDA GPU).
+
+Every runner carries ``.meta``, the facts the artifact was exported with (classes with their
+original ids and names, bands, patch size, preprocessing, input kind, precision, source checkpoint
+hash, accuracy at export ...): read from the ONNX ``metadata_props``, the engine's JSON sidecar or
+the checkpoint itself, so that a benchmark or a deployment knows what it is running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blmkd.errors import ExportError, ModelError
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+CHECKPOINT_SUFFIXES = (".safetensors",)
+
+
+def artifact_meta(ck) -> dict[str, Any]:
+    """The facts every export of checkpoint ``ck`` carries (see :mod:`blmkd.export.onnx_export`)."""
+    from blmkd import __version__
+    from blmkd.checkpoint import file_sha256
+
+    m = ck.meta
+    data = m.get("data", {})
+    cfg = m["model"]["config"]
+    return {
+        "format": "blmkd-export/1",
+        "model": ck.model_name,
+        "family": m["model"].get("family", "unknown"),
+        "input_kind": m["model"].get("input_kind", "float"),
+        "bands": int(cfg["bands"]),
+        "num_classes": int(cfg["num_classes"]),
+        "patch_size": int(data.get("patch_size") or data.get("options", {}).get("patch", 0)),
+        "classes": [{"index": c["index"], "id": c["id"], "name": c["name"]} for c in data.get("classes", [])],
+        "dataset": str(data.get("name", "")),
+        "preprocessing": m.get("preprocessing", {}),
+        "split": {k: v for k, v in m.get("split", {}).items() if k != "counts"},
+        "checkpoint_test_oa": m.get("metrics", {}).get("test", {}).get("oa"),
+        "source_checkpoint": ck.path.name,
+        "source_sha256": file_sha256(ck.path),
+        "blmkd_version": __version__,
+    }
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The blmkd metadata of an ONNX file, without loading its weights."""
+    import onnx
+
+    from blmkd.export.onnx_export import read_metadata
+
+    return read_metadata(onnx.load(str(path), load_external_data=False))
+
+
+class Runner:
+    """Common interface of the runtimes: ``run(x)`` on ``(N, bands, P, P)`` patches → ``(N, K)`` FP32 logits."""
+
+    name: str
+    path: Path
+    input_kind: str  # "uint8" (students) or "float" (teachers)
+    meta: dict
+    backend: str
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def _prepare(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        want = (self.meta.get("bands"), self.meta.get("patch_size"), self.meta.get("patch_size"))
+        if x.ndim != 4 or (None not in want and tuple(x.shape[1:]) != want):
+            shape = "(N, {}, {}, {})".format(*want) if None not in want else "(N, bands, P, P)"
+            raise ModelError(f"{self.name}: expected patches {shape}, got shape {tuple(x.shape)}")
+        if self.input_kind == "uint8":
+            if x.dtype != np.uint8:
+                raise ModelError(f"{self.name} takes uint8 byte patches, got {x.dtype}")
+        else:
+            x = x.astype(np.float32, copy=False)
+        return np.ascontiguousarray(x)
+
+    def run(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path.name}, {self.backend}, input {self.input_kind})"
+
+
+class TorchRunner(Runner):
+    """A checkpoint in PyTorch (the reference every export is checked against)."""
+
+    backend = "pytorch"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        import torch
+
+        from blmkd.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(path)
+        self.path, self.name = ck.path, ck.path.name
+        self.device = torch.device(device)
+        self.model = ck.build_model().to(self.device).eval()
+        self.input_kind = getattr(self.model, "input_kind", "float")
+        self.meta = {**artifact_meta(ck), "precision": "fp32"}
+
+    def run(self, x) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(self._prepare(x)).to(self.device)
+        with torch.inference_mode():
+            return self.model(x).float().cpu().numpy()
+
+
+class OnnxRunner(Runner):
+    """An ONNX file in ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers; default CUDA where ORT has it, then CPU.
+        threads: ``intra_op_num_threads`` (0: ORT's default).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0):
+        import onnxruntime as ort
+
+        from blmkd.export.onnx_export import read_metadata
+
+        self.path = Path(path)
+        self.name = self.path.name
+        if providers is None:
+            avail = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # ORT's warnings about unused initializers etc. are not ours to show
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types
+            raise ExportError(
+                f"{self.name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})"
+            ) from None
+        self.providers = self.session.get_providers()
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_kind = "uint8" if inp.type == "tensor(uint8)" else "float"
+        self.meta = read_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+
+    def run(self, x) -> np.ndarray:
+        return self.session.run(None, {self.input_name: self._prepare(x)})[0].astype(np.float32, copy=False)
+
+
+class TensorRTRunner(Runner):
+    """A serialized TensorRT engine (needs ``tensorrt`` and a CUDA GPU; buffers via torch.cuda).
+
+    The metadata comes from ``<engine>.json``, written beside the engine by the export or by the
+    device script; the script's short record names its source ONNX, whose metadata fills in the rest.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        import json
+
+        from blmkd.export.tensorrt import tensorrt_status
+
+        ok, reason = tensorrt_status()
+        if not ok:
+            raise ExportError(f"cannot run {Path(path).name}: {reason}")
+        import tensorrt as trt
+        import torch
+
+        self.path = Path(path)
+        self.name = self.path.name
+        sidecar = self.path.with_name(self.path.name + ".json")
+        self.meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        source = self.path.with_name(str(self.meta.get("onnx", ""))) if self.meta.get("onnx") else None
+        if source is not None and source.is_file() and "classes" not in self.meta:
+            self.meta = {**onnx_metadata(source), **self.meta}
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise ExportError(
+                f"{self.name}: TensorRT cannot deserialize it (built for another GPU or TensorRT version?)"
+            )
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.input_kind = (
+            "uint8" if self.engine.get_tensor_dtype(self.input_name) == trt.DataType.UINT8 else "float"
+        )
+        self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
+        self._torch = torch
+
+    def run(self, x) -> np.ndarray:
+        torch = self._torch
+        x = self._prepare(x)
+        outs = []
+        stream = torch.cuda.current_stream()
+        for i in range(0, len(x), self.max_batch):
+            xt = torch.from_numpy(x[i : i + self.max_batch]).cuda()
+            self.context.set_input_shape(self.input_name, tuple(xt.shape))
+            y = torch.empty(
+                tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda"
+            )
+            self.context.set_tensor_address(self.input_name, xt.data_ptr())
+            self.context.set_tensor_address(self.output_name, y.data_ptr())
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise ExportError(f"{self.name}: TensorRT execution failed")
+            outs.append(y)
+        stream.synchronize()
+        return torch.cat(outs).cpu().numpy() if outs else np.zeros((0, 0), np.float32)
+
+
+def open_artifact(path: str | Path, **kwargs) -> Runner:
+    """A :class:`Runner` for a checkpoint, an ONNX file or a TensorRT engine, chosen by suffix.
+
+    Keyword arguments go to the runner (``providers``/``threads`` for ONNX, ``device`` for PyTorch).
+    """
+    p = Path(path)
+    if p.is_dir():  # a run directory means its best checkpoint
+        return TorchRunner(p, **kwargs)
+    if not p.exists():
+        raise ExportError(f"artifact not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return TorchRunner(p, **kwargs)
+    if suffix in ONNX_SUFFIXES:
+        return OnnxRunner(p, **kwargs)
+    if suffix in ENGINE_SUFFIXES:
+        return TensorRTRunner(p, **kwargs)
+    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + ENGINE_SUFFIXES)
+    raise ExportError(f"{p.name}: unknown artifact type {suffix or '(no suffix)'!r}; known: {known}")

@@ -1,0 +1,467 @@
+"""SSA-Mamba teacher: spatial-spectral attentive state space model.
+
+Liao & Wang, "SSA-Mamba", IEEE JSTARS 19 (2026), doi:10.1109/JSTARS.2026.3654346.
+
+A (bands, P, P) patch is projected to ``d_model`` channels, serialized row-major into a sequence of
+``L = P·P`` tokens and passed through ``depth`` cross-domain blocks. Each block runs two Mamba-style
+branches with independent parameters (spatial and spectral), lets the spatial branch query the
+spectral one (asymmetric cross-domain attention) and fuses the two with a gate, an MLP and SE channel
+attention. A convolutional integration stage, a global residual from the input projection, global
+average pooling and a linear head give the logits.
+
+The speed trick. In this SSM core Δ, A, B, C are parameters, not functions of the input, so
+
+    h_t = Ā ⊙ h_{t-1} + B̄ x_t,   y_t = ⟨h_t, C⟩ + D x_t       (per channel c, state size d_state)
+
+is linear time-invariant: ``y = K * x`` (causal convolution along the sequence) with the kernel
+
+    K[c, k] = Σ_n C[c, n] · B̄[c, n] · Ā[c, n]^k  (k = 0..L-1),   plus D[c] at k = 0.
+
+:func:`ssm_kernel` materializes K from the parameters inside the graph (gradients reach ``A_log``,
+``delta_log``, ``B``, ``C``, ``D``) and :func:`ssm_conv` applies it exactly as one batched
+(L, L) lower-triangular Toeplitz matmul per channel; L = 49 is short, so this is a small GEMM and
+far faster than stepping through the sequence. :func:`ssm_scan_ref` is the plain recurrence, kept as
+the reference (``SSAMambaConfig.ssm_impl = "scan"``) and tested against the fast path.
+
+Layout. Inside a branch the tensors are channel-major, ``(d_inner, N, L)``: the in-projection GEMM
+writes that layout directly (``W @ xᵀ``), the depthwise convolutions and the Toeplitz matmul consume
+it without copies, and the out-projection GEMM reads it back transposed for free. Between blocks the
+tokens are ``(N, L, d_model)``, which is also channels-last ``(N, P, P, d_model)`` for the
+convolutions at both ends. Every op is a standard ONNX op (opset 17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from blmkd.errors import ModelError
+from blmkd.models import register_model
+
+_SE_REDUCTION = 16  # squeeze-and-excitation reduction ratio (paper value), at least 4 hidden units
+SSM_IMPLS = ("conv", "scan")
+
+
+# ─── SSM core ─────────────────────────────────────────────────────────────────
+
+
+def ssm_discretize(delta_log: Tensor, A_log: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero-order-hold discretization: Δ = softplus(Δ_log), A = -exp(A_log), Ā = exp(ΔA), B̄ = ΔB."""
+    dt = F.softplus(delta_log)  # (d_inner,)  Δ > 0
+    A = -torch.exp(A_log)  # (d_inner, d_state)  A < 0: a stable, decaying state
+    A_bar = torch.exp(dt[:, None] * A)  # (d_inner, d_state)  in (0, 1)
+    B_bar = dt[:, None] * B  # (d_inner, d_state)
+    return A_bar, B_bar
+
+
+def ssm_scan_ref(u: Tensor, delta_log: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """Reference SSM: the recurrence h_t = Ā h_{t-1} + B̄ u_t, y_t = ⟨h_t, C⟩ + D u_t, step by step.
+
+    Args:
+        u: input sequence, channel-major ``(d_inner, N, L)``.
+        delta_log, A_log, B, C, D: the SSM parameters, ``(d_inner,)``, ``(d_inner, d_state)`` ×3, ``(d_inner,)``.
+
+    Returns:
+        y, ``(d_inner, N, L)``.
+    """
+    d_inner, N, L = u.shape
+    A_bar, B_bar = ssm_discretize(delta_log, A_log, B)  # (d_inner, d_state) each
+    h = u.new_zeros(d_inner, N, A_log.shape[1])  # (d_inner, N, d_state)
+    ys = []
+    for t in range(L):
+        u_t = u[:, :, t]  # (d_inner, N)
+        h = A_bar[:, None, :] * h + B_bar[:, None, :] * u_t[:, :, None]  # (d_inner, N, d_state)
+        ys.append((h * C[:, None, :]).sum(-1) + D[:, None] * u_t)  # (d_inner, N)
+    return torch.stack(ys, dim=-1)  # (d_inner, N, L)
+
+
+def ssm_kernel(delta_log: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Tensor, L: int) -> Tensor:
+    """The SSM's impulse response K[c, k] = Σ_n C·B̄·Ā^k (+ D at k = 0), ``(d_inner, L)``."""
+    dt = F.softplus(delta_log)  # (d_inner,)
+    A = -torch.exp(A_log)  # (d_inner, d_state)
+    B_bar = dt[:, None] * B  # (d_inner, d_state)
+    k = torch.arange(L, dtype=A.dtype, device=A.device)  # (L,)
+    A_bar_pow = torch.exp((dt[:, None] * A)[:, :, None] * k)  # (d_inner, d_state, L)  Ā^k = exp(kΔA)
+    K = torch.matmul((C * B_bar)[:, None, :], A_bar_pow)[:, 0]  # (d_inner, L)  Σ_n over the state
+    skip = F.pad(D[:, None], (0, L - 1))  # (d_inner, L)  D at lag 0
+    return K + skip  # (d_inner, L)
+
+
+def ssm_conv(u: Tensor, K: Tensor) -> Tensor:
+    """Apply the SSM as a causal convolution: y[c, n, l] = Σ_{j≤l} K[c, l-j] · u[c, n, j].
+
+    One lower-triangular Toeplitz matrix per channel, applied as a batched matmul.
+
+    Args:
+        u: channel-major input ``(d_inner, N, L)``.
+        K: kernel from :func:`ssm_kernel`, ``(d_inner, L)``.
+    """
+    d_inner, L = K.shape
+    pos = torch.arange(L, device=u.device)  # (L,)
+    lag = pos[None, :] - pos[:, None]  # (L_in, L_out)  l - j
+    K0 = F.pad(K, (1, 0))  # (d_inner, L + 1)  K0[:, 0] = 0 for the acausal entries
+    T = K0.index_select(1, (lag + 1).clamp(min=0).flatten()).view(d_inner, L, L)  # T[c, j, l] = K[c, l - j]
+    return torch.matmul(u, T)  # (d_inner, N, L)
+
+
+class SSMCore(nn.Module):
+    """The SSM parameters (exponential parameterization, paper Eq. 6-10) and its two implementations."""
+
+    def __init__(self, d_inner: int, d_state: int, impl: str = "conv"):
+        super().__init__()
+        self.impl = impl
+        self.delta_log = nn.Parameter(torch.zeros(d_inner))  # (d_inner,)  Δ = softplus(Δ_log)
+        self.A_log = nn.Parameter(torch.log(torch.rand(d_inner, d_state) + 0.1))  # (d_inner, d_state)
+        self.B = nn.Parameter(0.02 * torch.randn(d_inner, d_state))  # (d_inner, d_state)
+        self.C = nn.Parameter(0.02 * torch.randn(d_inner, d_state))  # (d_inner, d_state)
+        self.D = nn.Parameter(torch.ones(d_inner))  # (d_inner,)  skip
+
+    def forward(self, u: Tensor) -> Tensor:
+        """u: channel-major ``(d_inner, N, L)`` → y, same shape."""
+        if self.impl == "scan":
+            return ssm_scan_ref(u, self.delta_log, self.A_log, self.B, self.C, self.D)
+        K = ssm_kernel(self.delta_log, self.A_log, self.B, self.C, self.D, u.shape[-1])  # (d_inner, L)
+        return ssm_conv(u, K)  # (d_inner, N, L)
+
+
+# ─── Blocks ───────────────────────────────────────────────────────────────────
+
+
+def causal_depthwise_conv(u: Tensor, w: Tensor, bias: Tensor, in_bias: Tensor | None = None) -> Tensor:
+    """Depthwise causal convolution along L with zero history (``nn.Conv1d(groups=C)`` then trimmed).
+
+    y[c, n, t] = bias[c] + Σ_i w[c, i] · x[c, n, t - (k-1) + i],  x = u + in_bias, zero before t = 0.
+
+    Written as k shifted multiply-adds: for k = 3 over N·L positions this is several times faster on
+    CPU than oneDNN's grouped convolution, and it exports as plain Pad/Slice/Mul/Add.
+    ``in_bias`` (the in-projection's bias of ``u``) is applied to the input but not to the zero
+    history, so it folds into a position-dependent output bias instead of costing a pass over ``u``.
+
+    Args:
+        u: channel-major input ``(C, N, L)``.
+        w: kernel ``(C, k)``; bias, in_bias: ``(C,)``.
+    """
+    C, N, L = u.shape
+    k = w.shape[1]
+    b = bias[:, None]  # (C, 1)
+    if in_bias is not None:
+        i = torch.arange(k, device=u.device)[:, None]  # (k, 1)
+        t = torch.arange(L, device=u.device)[None, :]  # (1, L)
+        seen = (i + t >= k - 1).to(w.dtype)  # (k, L)  taps that read real input at position t
+        b = b + in_bias[:, None] * (w @ seen)  # (C, L)
+    y = torch.addcmul(b[:, None, :], u, w[:, k - 1, None, None])  # (C, N, L)  lag 0
+    if k > 1:
+        up = F.pad(u, (k - 1, 0))  # (C, N, L + k - 1)  zero history
+        for j in range(k - 1):
+            y.addcmul_(up[..., j : j + L], w[:, j, None, None])  # (C, N, L)  lag k - 1 - j
+    return y
+
+
+def _fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Conv weight and bias with an eval-mode BatchNorm folded in (one pass over the activations less)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+    shift = bn.bias - bn.running_mean * scale  # (C,)
+    w = weight * scale.view(-1, *([1] * (weight.dim() - 1)))  # weight's shape
+    b = shift if bias is None else bias * scale + shift  # (C,)
+    return w, b
+
+
+class MambaBranch(nn.Module):
+    """One SSM branch (the paper's SpectralSpatialMambaUnit); spatial and spectral each own one.
+
+    LayerNorm → in_proj split into main/gate → depthwise causal conv1d → BN → SiLU → SSM →
+    ⊙ SiLU(gate) → out_proj → dropout → residual LayerNorm.
+    """
+
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dropout: float, ssm_impl: str):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_conv = d_conv
+        self.norm_in = nn.LayerNorm(d_model)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner)  # [main; gate]
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)  # depthwise, causal
+        self.conv_bn = nn.BatchNorm1d(self.d_inner)
+        self.ssm = SSMCore(self.d_inner, d_state, ssm_impl)
+        self.out_proj = nn.Linear(self.d_inner, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def folded_in_proj(self) -> tuple[Tensor, Tensor]:
+        """in_proj with norm_in's affine folded in: in_proj(LN(x)) = W' x̂ + b', x̂ the plain normalized x."""
+        W = self.in_proj.weight * self.norm_in.weight  # (2·d_inner, d_model)
+        b = self.in_proj.bias + self.in_proj.weight @ self.norm_in.bias  # (2·d_inner,)
+        return W, b
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: tokens ``(N, L, d_model)`` → ``(N, L, d_model)``. (The block runs both branches' in_proj as one GEMM.)"""
+        N, L, d_model = x.shape
+        x_norm_t = self.norm_in(x.reshape(N * L, d_model)).t()  # (d_model, N·L)
+        W_u, W_z = self.in_proj.weight.split(self.d_inner)  # (d_inner, d_model) each: main, gate
+        b_u, b_z = self.in_proj.bias.split(self.d_inner)  # (d_inner,) each
+        u = torch.mm(W_u, x_norm_t)  # (d_inner, N·L)
+        z = torch.addmm(b_z[:, None], W_z, x_norm_t)  # (d_inner, N·L)
+        return self.mix(u, b_u, z, x)
+
+    def mix(self, u: Tensor, b_u: Tensor, z: Tensor, x: Tensor) -> Tensor:
+        """Everything after in_proj: conv, SSM, gate, out_proj, residual.
+
+        Args:
+            u: main path without its bias, channel-major ``(d_inner, N·L)``; b_u: that bias ``(d_inner,)``
+               (the conv applies it, see :func:`causal_depthwise_conv`).
+            z: gate path with its bias, ``(d_inner, N·L)``.
+            x: the branch input ``(N, L, d_model)``, for the residual.
+        """
+        N, L, d_model = x.shape
+        w, b = self.conv1d.weight[:, 0], self.conv1d.bias  # (d_inner, d_conv), (d_inner,)
+        if not self.training:
+            w, b = _fold_bn(w, b, self.conv_bn)  # eval: BN is affine, fold it into the conv
+        u = causal_depthwise_conv(u.view(self.d_inner, N, L), w, b, in_bias=b_u)  # (d_inner, N, L)
+        if self.training:
+            u = self.conv_bn(u.view(1, self.d_inner, N * L)).view(self.d_inner, N, L)  # (d_inner, N, L)
+        u = F.silu(u)  # (d_inner, N, L)
+
+        y = self.ssm(u)  # (d_inner, N, L)
+        y = y.view(self.d_inner, N * L) * F.silu(z)  # (d_inner, N·L)
+        out = torch.addmm(self.out_proj.bias, y.t(), self.out_proj.weight.t())  # (N·L, d_model)
+        out = self.dropout(out).view(N, L, d_model)  # (N, L, d_model)
+        return self.norm_out(out + x)  # (N, L, d_model)
+
+
+class CrossDomainAttention(nn.Module):
+    """Asymmetric cross-domain attention: spatial queries, spectral keys and values (paper Eq. 15-19)."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.W_Q = nn.Linear(d_model, d_model, bias=False)
+        self.W_K = nn.Linear(d_model, d_model, bias=False)
+        self.W_V = nn.Linear(d_model, d_model, bias=False)
+        self.W_O = nn.Linear(d_model, d_model, bias=False)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, f_spatial: Tensor, f_spectral: Tensor) -> Tensor:
+        """f_spatial, f_spectral: ``(N, L, d_model)`` → f_attn ``(N, L, d_model)``."""
+        N, L, d_model = f_spatial.shape
+        heads = (N, L, self.n_heads, d_model // self.n_heads)
+        q = self.W_Q(f_spatial).view(heads).transpose(1, 2)  # (N, n_heads, L, d_head)
+        # K and V read the same input: one GEMM with the two weights side by side.
+        W_KV = torch.cat([self.W_K.weight, self.W_V.weight])  # (2·d_model, d_model)
+        k, v = F.linear(f_spectral, W_KV).view(N, L, 2, *heads[2:]).permute(2, 0, 3, 1, 4)  # (N, n_heads, L, d_head) each
+        o = F.scaled_dot_product_attention(q, k, v)  # (N, n_heads, L, d_head)  softmax(qkᵀ/√d_head) v
+        o = o.transpose(1, 2).reshape(N, L, d_model)  # (N, L, d_model)
+        return self.norm(self.W_O(o))  # (N, L, d_model)
+
+
+class SqueezeExcite(nn.Module):
+    """SE channel attention over a token sequence: x ⊙ σ(W₂ ReLU(W₁ mean_L(x))) (paper Eq. 24-26)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        d_mid = max(d_model // _SE_REDUCTION, 4)
+        self.fc1 = nn.Linear(d_model, d_mid)
+        self.fc2 = nn.Linear(d_mid, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``(N, L, d_model)`` → same shape."""
+        w = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=1)))))  # (N, d_model)
+        return x * w[:, None, :]  # (N, L, d_model)
+
+
+class GatedFusion(nn.Module):
+    """Gated fusion of spatial and attended features, SE attention, block residual (paper Eq. 20-27)."""
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.gate_proj = nn.Linear(2 * d_model, d_model)  # W_g
+        self.fuse_norm = nn.LayerNorm(2 * d_model)
+        self.fuse_fc1 = nn.Linear(2 * d_model, d_model)
+        self.fuse_fc2 = nn.Linear(d_model, d_model)
+        self.fuse_drop = nn.Dropout(dropout)
+        self.channel_attn = SqueezeExcite(d_model)
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def forward(self, f_spatial: Tensor, f_attn: Tensor, x: Tensor) -> Tensor:
+        """f_spatial, f_attn, x (block input): ``(N, L, d_model)`` → ``(N, L, d_model)``."""
+        f_cat = torch.cat([f_spatial, f_attn], dim=-1)  # (N, L, 2·d_model)
+        g = torch.sigmoid(self.gate_proj(f_cat))  # (N, L, d_model)
+        f = self.fuse_drop(F.gelu(self.fuse_fc1(self.fuse_norm(f_cat))))  # (N, L, d_model)
+        f = self.fuse_drop(self.fuse_fc2(f)) * g  # (N, L, d_model)
+        return self.norm_out(self.channel_attn(f) + x)  # (N, L, d_model)
+
+
+class CrossDomainBlock(nn.Module):
+    """Dual-branch block: independent spatial and spectral SSM branches, cross attention, fusion."""
+
+    def __init__(self, cfg: SSAMambaConfig):
+        super().__init__()
+        branch = (cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.dropout, cfg.ssm_impl)
+        self.spatial_branch = MambaBranch(*branch)
+        self.spectral_branch = MambaBranch(*branch)
+        self.norm_spatial = nn.LayerNorm(cfg.d_model)
+        self.norm_spectral = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = CrossDomainAttention(cfg.d_model, cfg.n_heads)
+        self.fusion = GatedFusion(cfg.d_model, cfg.dropout)
+
+    def in_proj(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """Both branches' LayerNorm + in_proj as two GEMMs over the shared normalized input.
+
+        The branches keep their own parameters: each one's LayerNorm affine is folded into its
+        in_proj weights and the two are stacked at forward time (measured faster than two LayerNorms
+        and four GEMMs). Returns ``(u, b_u, z)`` per branch as :meth:`MambaBranch.mix` takes them.
+        """
+        N, L, d_model = x.shape
+        sp, spec = self.spatial_branch, self.spectral_branch
+        C = sp.d_inner
+        x_hat_t = F.layer_norm(x.reshape(N * L, d_model), sp.norm_in.normalized_shape, eps=sp.norm_in.eps).t()  # (d_model, N·L)
+        (W_sp, b_sp), (W_spec, b_spec) = sp.folded_in_proj(), spec.folded_in_proj()  # (2C, d_model), (2C,)
+        W_u = torch.cat([W_sp[:C], W_spec[:C]])  # (2C, d_model)  main rows of both branches
+        W_z = torch.cat([W_sp[C:], W_spec[C:]])  # (2C, d_model)  gate rows
+        b_z = torch.cat([b_sp[C:], b_spec[C:]])  # (2C,)
+        u_sp, u_spec = torch.mm(W_u, x_hat_t).split(C)  # (C, N·L) each
+        z_sp, z_spec = torch.addmm(b_z[:, None], W_z, x_hat_t).split(C)  # (C, N·L) each
+        return (u_sp, b_sp[:C], z_sp), (u_spec, b_spec[:C], z_spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``(N, L, d_model)`` → same shape."""
+        proj_spatial, proj_spectral = self.in_proj(x)
+        f_spatial = self.norm_spatial(self.spatial_branch.mix(*proj_spatial, x))  # (N, L, d_model)
+        f_spectral = self.norm_spectral(self.spectral_branch.mix(*proj_spectral, x))  # (N, L, d_model)
+        f_attn = self.cross_attn(f_spatial, f_spectral)  # (N, L, d_model)
+        return self.fusion(f_spatial, f_attn, x)  # (N, L, d_model)
+
+
+class InputProjection(nn.Module):
+    """bands → d_model/2 (1×1 conv, spectral mixing) → d_model (3×3 conv, local spatial), BN + GELU each."""
+
+    def __init__(self, bands: int, d_model: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(bands, d_model // 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(d_model // 2)
+        self.conv2 = nn.Conv2d(d_model // 2, d_model, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(d_model)
+        self.dropout = nn.Dropout2d(dropout)
+
+    def _conv_bn(self, x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
+        if self.training:
+            return bn(conv(x))
+        w, b = _fold_bn(conv.weight, None, bn)
+        return F.conv2d(x, w, b, padding=conv.padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``(N, bands, P, P)`` → z_proj ``(N, d_model, P, P)``, channels-last in memory."""
+        x = x.contiguous(memory_format=torch.channels_last)  # (N, bands, P, P)
+        z = F.gelu(self._conv_bn(x, self.conv1, self.bn1))  # (N, d_model/2, P, P)
+        return self.dropout(F.gelu(self._conv_bn(z, self.conv2, self.bn2)))  # (N, d_model, P, P)
+
+
+class FeatureIntegration(nn.Module):
+    """Depthwise 3×3 + pointwise 1×1 refinement, SE global context, global residual (paper Eq. 29-34)."""
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.dw_conv = nn.Conv2d(d_model, d_model, 3, padding=1, groups=d_model, bias=False)
+        self.bn1 = nn.BatchNorm2d(d_model)
+        self.pw_conv = nn.Conv2d(d_model, d_model, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(d_model)
+        self.drop2d = nn.Dropout2d(dropout)
+        d_mid = max(d_model // _SE_REDUCTION, 4)
+        self.se_fc1 = nn.Conv2d(d_model, d_mid, 1)
+        self.se_fc2 = nn.Conv2d(d_mid, d_model, 1)
+
+    def forward(self, z: Tensor, z_proj: Tensor) -> Tensor:
+        """z: block output as an image, z_proj: input projection, both ``(N, d_model, P, P)`` → same shape."""
+        z = F.gelu(self.bn1(self.dw_conv(z)))  # (N, d_model, P, P)
+        z = self.drop2d(F.gelu(self.bn2(self.pw_conv(z))))  # (N, d_model, P, P)
+        g = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(z.mean(dim=(2, 3), keepdim=True)))))  # (N, d_model, 1, 1)
+        return z * g + z_proj  # (N, d_model, P, P)
+
+
+# ─── Model ────────────────────────────────────────────────────────────────────
+
+
+class SSAMamba(nn.Module):
+    """SSA-Mamba classifier: ``(N, bands, P, P)`` float patches → ``(N, num_classes)`` logits."""
+
+    input_kind = "float"  # takes float reflectance patches (students take uint8)
+
+    def __init__(self, cfg: SSAMambaConfig):
+        super().__init__()
+        self.config = cfg
+        self.input_proj = InputProjection(cfg.bands, cfg.d_model, cfg.dropout)
+        self.blocks = nn.ModuleList(CrossDomainBlock(cfg) for _ in range(cfg.depth))
+        self.block_norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.depth))
+        self.feature_integration = FeatureIntegration(cfg.d_model, cfg.dropout)
+        self.head = nn.Linear(cfg.d_model, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits ``(N, num_classes)``; with ``return_features`` also the pooled feature ``(N, d_model)``."""
+        N, _, H, W = x.shape
+        z_proj = self.input_proj(x)  # (N, d_model, H, W)  channels-last
+        h = z_proj.permute(0, 2, 3, 1).reshape(N, H * W, -1)  # (N, L, d_model)  row-major serialization
+        for block, norm in zip(self.blocks, self.block_norms):
+            h = norm(block(h))  # (N, L, d_model)
+        z = h.view(N, H, W, -1).permute(0, 3, 1, 2)  # (N, d_model, H, W)  channels-last view, no copy
+        z = self.feature_integration(z, z_proj)  # (N, d_model, H, W)
+        feat = z.mean(dim=(2, 3))  # (N, d_model)  global average pool
+        logits = self.head(feat)  # (N, num_classes)
+        return (logits, feat) if return_features else logits
+
+
+# ─── Config and presets ───────────────────────────────────────────────────────
+
+
+@dataclass
+class SSAMambaConfig:
+    bands: int  # spectral bands of the input patches
+    num_classes: int  # output classes
+    d_model: int = 256  # token width (paper: 256)
+    d_state: int = 16  # SSM state size per channel (paper: 16)
+    d_conv: int = 3  # depthwise causal conv kernel in each branch
+    expand: int = 2  # d_inner = expand · d_model
+    depth: int = 4  # cross-domain blocks (paper: 4)
+    n_heads: int = 8  # cross-attention heads; must divide d_model
+    patch_size: int = 7  # training patch size; informational, any odd P works
+    dropout: float = 0.1  # dropout rate everywhere
+    ssm_impl: str = "conv"  # "conv": LTI kernel as a Toeplitz matmul (fast) | "scan": reference recurrence
+
+    def __post_init__(self) -> None:
+        if self.ssm_impl not in SSM_IMPLS:
+            raise ModelError(f"ssm_impl must be one of {', '.join(SSM_IMPLS)}, not {self.ssm_impl!r}")
+        if self.d_model % self.n_heads or self.d_model % 2:
+            raise ModelError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
+        if self.bands < 1 or self.num_classes < 2:
+            raise ModelError(f"need bands >= 1 and num_classes >= 2, got {self.bands} and {self.num_classes}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+def _preset(name: str, description: str, **fields):
+    @register_model(name, family="teacher", description=description)
+    def build(bands: int, num_classes: int, **overrides) -> SSAMamba:
+        return SSAMamba(SSAMambaConfig(bands=bands, num_classes=num_classes, **{**fields, **overrides}))
+
+    build.__name__ = name
+    return build
+
+
+ssa_mamba = _preset("ssa_mamba", "SSA-Mamba, paper size (d_model 256, depth 4)")
+ssa_mamba_s = _preset("ssa_mamba_s", "SSA-Mamba small for CPU (d_model 128, depth 2)", d_model=128, depth=2)
+ssa_mamba_t = _preset("ssa_mamba_t", "SSA-Mamba tiny for CPU (d_model 64, depth 1)", d_model=64, depth=1)
+ssa_mamba_test = _preset(
+    "ssa_mamba_test", "SSA-Mamba for tests (d_model 16, d_state 4, 2 heads)", d_model=16, d_state=4, depth=1, n_heads=2
+)

@@ -1,0 +1,104 @@
+"""The shared training loop and the train/evaluate CLI on real Indian Pines (tiny presets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from blmkd.checkpoint import load_checkpoint
+from blmkd.cli import main
+from blmkd.models import create_model
+from blmkd.train import TrainConfig, TrainingError, apply_variants, dihedral, fit
+
+
+def _teacher(bundle):
+    torch.manual_seed(0)
+    return create_model("ssa_mamba_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+
+
+def test_dihedral_variants_are_the_8_symmetries():
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    outs = {tuple(dihedral(x, v).flatten().tolist()) for v in range(8)}
+    assert len(outs) == 8
+    v = torch.tensor([0, 3, 5])
+    xs = torch.randn(3, 2, 5, 5)
+    got = apply_variants(xs, v)
+    for i, vi in enumerate(v.tolist()):
+        assert torch.equal(got[i], dihedral(xs[i : i + 1], vi)[0])
+
+
+def test_fit_writes_checkpoints_log_and_resumes(ip_bundle, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128, patience=0)
+    res = fit(_teacher(ip_bundle), ip_bundle, cfg, tmp_path, progress=False)
+    assert res.epochs_run == 1 and 0.0 <= res.test["oa"] <= 1.0
+    for name in ("best.safetensors", "best.json", "last.safetensors", "metrics.jsonl"):
+        assert (tmp_path / name).exists()
+    best = load_checkpoint(tmp_path)
+    assert best.meta["split"]["strategy"] == "ratio"
+    assert best.meta["data"]["num_classes"] == 10
+    assert [c["id"] for c in best.meta["data"]["classes"]] == [2, 3, 4, 5, 6, 10, 11, 12, 15, 16]
+    assert "test" in best.meta["metrics"]
+    # resume continues from the saved epoch, it does not start over
+    cfg2 = TrainConfig(epochs=2, batch_size=128, patience=0)
+    res2 = fit(_teacher(ip_bundle), ip_bundle, cfg2, tmp_path, resume=True, progress=False)
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert res2.epochs_run == 2
+    assert load_checkpoint(tmp_path / "last.safetensors").meta["train_state"]["epoch"] == 2
+
+
+def test_nan_loss_stops_with_epoch_and_keeps_last_good(ip_bundle, tmp_path):
+    calls = {"n": 0}
+
+    def objective(model, x, y, idx, variants, epoch):
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        if epoch == 2:
+            loss = loss * float("nan")
+        calls["n"] += 1
+        return loss, logits, {}
+
+    with pytest.raises(TrainingError, match="epoch 2"):
+        fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=3, batch_size=256, patience=0), tmp_path,
+            objective=objective, progress=False)  # fmt: skip
+    last = load_checkpoint(tmp_path / "last.safetensors")
+    assert last.meta["train_state"]["epoch"] == 1
+
+
+def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train-teacher", "--model", "ssa_mamba_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "128",
+          "--out", str(out), "--no-progress"])  # fmt: skip
+    assert (out / "best.safetensors").exists()
+    main(["evaluate", str(out), "--json", str(tmp_path / "rep.json")])
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["set"] == "test" and 0 <= rep["oa"] <= 1 and len(rep["per_class"]) == 10
+    text = capsys.readouterr().out
+    assert "OA" in text and "confusion" in text
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train-teacher", "--model", "no_such_model", "--epochs", "1", "--out", str(tmp_path)])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "no_such_model" in err[0]
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "missing.safetensors")])
+    assert capsys.readouterr().err.strip().startswith("error: checkpoint not found")
+
+
+def test_checkpoint_dataset_mismatch(ip_bundle, tmp_path, capsys):
+    import numpy as np
+
+    fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=1, batch_size=256, patience=0), tmp_path / "r", progress=False)
+    cube = np.random.default_rng(0).random((20, 20, 50)).astype("float32")
+    gt = np.zeros((20, 20), dtype="uint8")
+    gt[:10] = 1
+    gt[10:] = 2
+    np.savez(tmp_path / "other.npz", cube=cube, gt=gt)
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "r"), "--dataset", str(tmp_path / "other.npz")])
+    assert "bands" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""Distillation on the shared loop: cached teacher = live teacher, CLI end to end, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from blmkd.checkpoint import load_checkpoint
+from blmkd.cli import main
+from blmkd.distill.kd import KDConfig, kd_objective, teacher_cache
+from blmkd.distill.losses import DistillationLoss, lambda_schedule
+from blmkd.models import create_model
+from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data
+
+
+@pytest.fixture(scope="module")
+def bundle(ip_crop_path):
+    return prepare_data(DataOptions(dataset=str(ip_crop_path), patch=7, seed=0))
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    t = create_model("ssa_mamba_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+    fit(t, bundle, TrainConfig(epochs=1, batch_size=256, patience=0), out, progress=False)
+    return out
+
+
+def _student(bundle):
+    torch.manual_seed(0)
+    s = create_model("blm_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+    s.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
+    return s
+
+
+def test_cached_teacher_gives_the_live_teacher_loss(bundle, teacher_dir):
+    teacher = load_checkpoint(teacher_dir).build_model()
+    cache = teacher_cache(teacher, bundle, variants=8)
+    rows, cols, labels = bundle.coords("train")
+    assert cache.shape == (len(rows), 8, bundle.scene.num_classes)
+    cfg = KDConfig(temperature=3.0, warmup_epochs=4)
+    objective = kd_objective(cfg, cache)
+    student = _student(bundle).eval()
+    idx = torch.arange(0, 40)
+    variants = torch.arange(40) % 8
+    x_u8 = apply_variants(bundle.byte_extractor.gather(rows[:40], cols[:40]), variants)
+    y = torch.from_numpy(labels[:40])
+    loss_cached, _, parts = objective(student, x_u8, y, idx, variants, epoch=3)
+    # live: the teacher sees the same float patches under the same symmetries
+    with torch.inference_mode():
+        z_t = teacher(apply_variants(bundle.float_extractor.gather(rows[:40], cols[:40]), variants))
+    lam = lambda_schedule(2, 4)
+    live, _ = DistillationLoss(temperature=3.0)(student(x_u8), z_t, y, lam)
+    assert parts["lambda"] == pytest.approx(0.5)
+    assert float(loss_cached) == pytest.approx(float(live), rel=1e-5, abs=1e-6)
+
+
+def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
+    out = tmp_path / "student"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "2", "--warmup-epochs", "1",
+          "--batch", "128", "--out", str(out), "--no-progress"])  # fmt: skip
+    ck = load_checkpoint(out)
+    assert ck.meta["teacher"]["model"] == "ssa_mamba_test"
+    assert ck.meta["kd"]["temperature"] == 4.0
+    assert ck.meta["split"]["digest"] == load_checkpoint(teacher_dir).meta["split"]["digest"]  # same split
+    assert 0 <= ck.meta["metrics"]["test"]["oa"] <= 1
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lambda"] for r in log] == [0.0, 1.0]
+    text = capsys.readouterr().out
+    assert "teacher vs student" in text and "FLOPs/px" in text
+
+
+def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "256",
+          "--out", str(tmp_path / "s"), "--no-progress"])  # fmt: skip
+    ck = load_checkpoint(tmp_path / "s")
+    assert "teacher" not in ck.meta and ck.meta["model"]["input_kind"] == "uint8"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--student", "nope"], "unknown model preset"),
+        (["--student", "ssa_mamba_test"], "not a student"),
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (["--warmup-epochs", "-1"], "--warmup-epochs must be"),
+        (["--lambda-max", "1.5"], "--lambda-max must be in [0, 1]"),
+        (["--lambda-0", "-0.1"], "--lambda-0 must be in [0, 1]"),
+        (["--dataset", "salinas"], "the teacher was trained on"),
+    ],
+)
+def test_bad_distill_arguments_are_one_line_errors(teacher_dir, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(teacher_dir), "--out", str(tmp_path / "x"), "--epochs", "1", *args])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_missing_teacher(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    assert "teacher not found" in capsys.readouterr().err

@@ -1,0 +1,239 @@
+"""SSA-Mamba teacher: presets, fast SSM vs the reference recurrence, training step, ONNX round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blmkd.errors import ModelError
+from blmkd.models import create_model, list_models, model_config_dict
+from blmkd.teachers.ssa_mamba import (
+    SSAMamba,
+    SSAMambaConfig,
+    _fold_bn,
+    causal_depthwise_conv,
+    ssm_conv,
+    ssm_kernel,
+    ssm_scan_ref,
+)
+
+TEACHERS = list_models("teacher")
+BANDS, K = 200, 16
+
+
+def test_registry_has_the_presets():
+    assert {"ssa_mamba", "ssa_mamba_s", "ssa_mamba_t", "ssa_mamba_test"} <= set(TEACHERS)
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_preset_output_shapes(name):
+    torch.manual_seed(0)
+    model = create_model(name, BANDS, K).eval()
+    assert isinstance(model, SSAMamba) and isinstance(model.config, SSAMambaConfig)
+    assert model.blmkd_name == name and model.blmkd_family == "teacher" and model.input_kind == "float"
+    assert model_config_dict(model)["bands"] == BANDS
+    n = 2 if name == "ssa_mamba" else 5
+    x = torch.randn(n, BANDS, 7, 7)
+    with torch.no_grad():
+        logits, feat = model(x, return_features=True)
+        plain = model(x)
+    assert logits.shape == (n, K) and feat.shape == (n, model.config.d_model)
+    assert torch.isfinite(logits).all() and torch.equal(plain, logits)
+
+
+@pytest.mark.parametrize("P", [1, 5, 9])
+def test_any_odd_patch_size(P):
+    model = create_model("ssa_mamba_test", 12, 4).eval()
+    with torch.no_grad():
+        assert model(torch.randn(3, 12, P, P)).shape == (3, 4)
+
+
+def test_batch_items_are_independent_in_eval():
+    torch.manual_seed(0)
+    model = create_model("ssa_mamba_test", 12, 4).eval()
+    x = torch.randn(6, 12, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[2:4], model(x[2:4]), rtol=1e-5, atol=1e-6)
+
+
+# ─── SSM: fast kernel path vs the step-by-step recurrence ─────────────────────
+
+
+def _ssm_inputs(d_inner=6, N=3, L=49, d_state=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64, generator=g)
+    u = torch.randn(d_inner, N, L, **f64)  # (d_inner, N, L) channel-major
+    delta_log = torch.randn(d_inner, **f64)
+    A_log = torch.randn(d_inner, d_state, **f64) * 0.5 - 1.0  # slow and fast decays
+    B, C = torch.randn(d_inner, d_state, **f64), torch.randn(d_inner, d_state, **f64)
+    D = torch.randn(d_inner, **f64)
+    return [t.requires_grad_() for t in (u, delta_log, A_log, B, C, D)]
+
+
+@pytest.mark.parametrize("L,seed", [(1, 0), (2, 1), (17, 2), (49, 3), (int(np.random.default_rng(7).integers(3, 64)), 4)])
+def test_ssm_conv_matches_scan_ref_values_and_grads(L, seed):
+    inputs = _ssm_inputs(L=L, seed=seed)
+    u, delta_log, A_log, B, C, D = inputs
+    y_ref = ssm_scan_ref(u, delta_log, A_log, B, C, D)  # (d_inner, N, L)
+    y_fast = ssm_conv(u, ssm_kernel(delta_log, A_log, B, C, D, L))  # (d_inner, N, L)
+    assert y_fast.shape == y_ref.shape == u.shape
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-10, atol=1e-10)
+
+    w = torch.randn(y_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 100))
+    g_ref = torch.autograd.grad((y_ref * w).sum(), inputs)
+    g_fast = torch.autograd.grad((y_fast * w).sum(), inputs)
+    for name, a, b in zip(("u", "delta_log", "A_log", "B", "C", "D"), g_fast, g_ref):
+        if not (L == 1 and name == "A_log"):  # with one step the decay Ā never acts
+            assert b.abs().max() > 0, name  # the gradient is not trivially zero
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"d/d{name}: {m}")
+
+
+def test_ssm_kernel_is_the_impulse_response():
+    u, delta_log, A_log, B, C, D = (t.detach() for t in _ssm_inputs(N=1, L=20))
+    impulse = torch.zeros_like(u)
+    impulse[..., 0] = 1.0
+    K = ssm_kernel(delta_log, A_log, B, C, D, 20)  # (d_inner, L)
+    torch.testing.assert_close(ssm_scan_ref(impulse, delta_log, A_log, B, C, D)[:, 0], K, rtol=1e-12, atol=1e-12)
+
+
+def test_model_conv_and_scan_agree():
+    torch.manual_seed(0)
+    fast = create_model("ssa_mamba_test", 12, 4).double().eval()
+    ref = create_model("ssa_mamba_test", 12, 4, ssm_impl="scan").double().eval()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 12, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_block_fused_in_proj_matches_each_branch(train):
+    torch.manual_seed(0)
+    block = create_model("ssa_mamba_test", 12, 4, dropout=0.0).double().blocks[0].train(train)
+    for br in (block.spatial_branch, block.spectral_branch):  # non-trivial LayerNorm affines
+        torch.nn.init.normal_(br.norm_in.weight, 1.0, 0.3)
+        torch.nn.init.normal_(br.norm_in.bias, 0.0, 0.3)
+    x = torch.randn(3, 49, 16, dtype=torch.float64)
+    fused = block.in_proj(x)
+    for br, (u, b_u, z) in zip((block.spatial_branch, block.spectral_branch), fused):
+        with torch.no_grad():
+            torch.testing.assert_close(br.mix(u, b_u, z, x), br(x), rtol=1e-10, atol=1e-10)
+            xz = br.in_proj(br.norm_in(x)).reshape(-1, 2 * br.d_inner).t()  # (2·d_inner, N·L)
+            torch.testing.assert_close(torch.cat([u + b_u[:, None], z]), xz, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("k,L", [(3, 49), (3, 2), (4, 9), (1, 5)])
+def test_causal_depthwise_conv_matches_conv1d(k, L):
+    g = torch.Generator().manual_seed(k * 100 + L)
+    C, N = 5, 3
+    u = torch.randn(C, N, L, dtype=torch.float64, generator=g)
+    conv = torch.nn.Conv1d(C, C, k, padding=k - 1, groups=C).double()
+    in_bias = torch.randn(C, dtype=torch.float64, generator=g)
+    x = (u + in_bias[:, None, None]).transpose(0, 1)  # (N, C, L): the input with its bias, zero-padded by the conv
+    with torch.no_grad():
+        want = conv(x)[..., :L].transpose(0, 1)  # (C, N, L)
+        got = causal_depthwise_conv(u, conv.weight[:, 0], conv.bias, in_bias=in_bias)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_bn_folding_matches_batchnorm():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    bn = torch.nn.BatchNorm2d(6).eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+    x = torch.randn(2, 4, 5, 5)
+    w, b = _fold_bn(conv.weight, conv.bias, bn)
+    with torch.no_grad():
+        torch.testing.assert_close(F.conv2d(x, w, b, padding=1), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+# ─── Training ─────────────────────────────────────────────────────────────────
+
+
+def test_one_step_lowers_the_loss_and_reaches_every_parameter():
+    torch.manual_seed(0)
+    model = create_model("ssa_mamba_test", 12, 4, dropout=0.0).train()
+    x, y = torch.randn(16, 12, 7, 7), torch.randint(0, 4, (16,))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss0 = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss0.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    for n in ("A_log", "delta_log", "ssm.B", "ssm.C", "ssm.D"):  # the SSM parameters learn through the kernel
+        assert all(p.grad.abs().max() > 0 for name, p in model.named_parameters() if name.endswith(n))
+    opt.step()
+    with torch.no_grad():
+        loss1 = F.cross_entropy(model(x), y)
+    assert loss1 < loss0 - 1e-3
+
+
+def test_train_mode_updates_the_branch_batchnorm_statistics():
+    model = create_model("ssa_mamba_test", 12, 4).train()
+    bn = model.blocks[0].spectral_branch.conv_bn
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 12, 7, 7))
+    assert not torch.equal(bn.running_mean, before)
+
+
+# ─── Export ───────────────────────────────────────────────────────────────────
+
+
+def test_onnx_round_trip(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = create_model("ssa_mamba_test", 12, 5).eval()
+    path = tmp_path / "ssa_mamba_test.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(
+            model,
+            (torch.randn(2, 12, 7, 7),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        x = torch.randn(n, 12, 7, 7)
+        (got,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            want = model(x).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ─── Errors ───────────────────────────────────────────────────────────────────
+
+
+def test_unknown_preset_is_a_model_error():
+    with pytest.raises(ModelError, match="unknown model preset"):
+        create_model("ssa_mamba_xxl", BANDS, K)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [({"n_heads": 3}, "divisible"), ({"ssm_impl": "cuda"}, "ssm_impl"), ({"no_such_field": 1}, "bad options")],
+)
+def test_bad_options_are_model_errors(overrides, message):
+    with pytest.raises(ModelError, match=message):
+        create_model("ssa_mamba_test", BANDS, K, **overrides)
+
+
+def test_config_fields_are_documented_defaults():
+    cfg = SSAMambaConfig(bands=200, num_classes=16)
+    fields = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    assert fields == dict(
+        d_model=256, d_state=16, d_conv=3, expand=2, depth=4, n_heads=8, patch_size=7, dropout=0.1, ssm_impl="conv"
+    )
+    assert cfg.d_inner == 512
