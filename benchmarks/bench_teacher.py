@@ -65,7 +65,8 @@ def load_seed(model: torch.nn.Module) -> torch.nn.Module | None:
     return seed.eval()
 
 
-_MATMUL_OPS = ("mm", "addmm", "bmm", "convolution", "_scaled_dot_product_flash_attention_for_cpu")
+# Matmul-like aten ops, as a dispatch mode sees them under inference_mode (composites not decomposed).
+_MATMUL_OPS = {"linear", "matmul", "mm", "addmm", "bmm", "conv2d", "convolution", "scaled_dot_product_attention"}
 
 
 def matmul_replay(model: torch.nn.Module, x: torch.Tensor):

@@ -5,6 +5,10 @@ preprocessing fitted on training pixels only, patch extractors). ``fit`` trains 
 model on it with AdamW, a cosine schedule with linear warm-up, gradient clipping, optional
 dihedral augmentation, early stopping on validation OA, best/last checkpoints, ``resume`` and a
 metrics log; the loss comes from an *objective* so distillation reuses the whole loop.
+
+Under ``torchrun`` the same ``fit`` trains data-parallel (:mod:`blmkd.distributed`): every rank
+draws the same seeded permutation and takes its share of each global batch, gradients are
+averaged by DistributedDataParallel, metrics are summed over ranks and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -182,12 +186,13 @@ def predict_logits(model: nn.Module, extractor, rows, cols, batch_size: int = 10
     """Logits (N, K) for the windows centred at (rows, cols), in eval mode."""
     model.eval()
     rows, cols = np.asarray(rows), np.asarray(cols)
+    device = next(model.parameters()).device
     outs = []
     for i in range(0, len(rows), batch_size):
         x = extractor.gather(rows[i : i + batch_size], cols[i : i + batch_size])
         if variant:
             x = dihedral(x, variant)
-        outs.append(model(x).float())
+        outs.append(model(x.to(device)).float().cpu())
     if not outs:
         return torch.zeros(0, 0)
     return torch.cat(outs)
@@ -289,17 +294,44 @@ def fit(
     extra_tensors: dict[str, torch.Tensor] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     extra_modules: list[nn.Module] | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``bundle`` and write ``best``/``last`` checkpoints and ``metrics.jsonl``.
 
     The best checkpoint (highest validation OA; training OA where the split has no validation
     pixels) is re-saved at the end with its test metrics. With ``resume`` the loop continues
     from ``last.safetensors`` (weights, optimizer, schedule position, early-stopping state).
+
+    Under ``torchrun`` (a process group from :func:`blmkd.distributed.init_from_env`):
+
+    * ``cfg.batch_size`` is the *global* batch: each step every rank draws the same permutation
+      and variants and trains on its contiguous share (``batch_size / world_size`` samples) of
+      the same global batch single-process training would use. Each rank's loss is weighted by
+      its share so that DistributedDataParallel's gradient average is the gradient of the global
+      batch mean; the schedule, step count and results match a single process up to float
+      rounding (and BatchNorm: statistics are per rank, SyncBatchNorm on CUDA only).
+    * the loss, correct and seen counts are summed over ranks each step, validation is sharded
+      and its correct count summed, so every rank takes the same early-stopping decisions;
+    * only rank 0 writes checkpoints and ``metrics.jsonl`` and shows progress; with ``resume``
+      rank 0 reads ``last.safetensors`` and broadcasts it (nodes need no shared filesystem);
+    * the test evaluation of the best weights is sharded and gathered.
+
+    The objective is called with the DistributedDataParallel wrapper: it must call the model,
+    not reach into its attributes. ``on_epoch(row)`` and ``on_step({"epoch", "step", "loss",
+    "n", "lr"})`` (the global batch's mean loss and size) are called on every rank with the same
+    values. The model is trained on the rank's device and returned to its own device at the end.
     """
+    from blmkd import distributed as D
+
+    ctx = D.init_from_env()
+    world, main = ctx.world_size, ctx.is_main
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     objective = objective or ce_objective(cfg.label_smoothing)
-    torch.manual_seed(cfg.seed)
+    # Dropout masks differ between ranks (rank 0 draws the single-process ones); the batch generator
+    # is the same on every rank, so all ranks draw the same permutation and variants.
+    torch.manual_seed(cfg.seed + ctx.rank)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
 
     input_kind = getattr(model, "input_kind", "float")
@@ -311,8 +343,21 @@ def fit(
     use_val = len(vrows) > 0
     y_all = torch.from_numpy(labels)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    if world > 1 and min(cfg.batch_size, len(rows)) < 2 * world:
+        raise TrainingError(
+            f"batch {min(cfg.batch_size, len(rows))} is the global batch: with {world} ranks it must be "
+            f"at least {2 * world} (every rank needs two samples for BatchNorm)"
+        )
 
-    params = list(model.parameters()) + [p for m in (extra_modules or []) for p in m.parameters()]
+    device, home = ctx.device, next(model.parameters()).device
+    model.to(device)
+    for m in extra_modules or []:
+        m.to(device)
+    if ctx.distributed and device.type == "cuda":
+        # torch's SyncBatchNorm trains on CUDA (HPU, XPU) only; on the CPU each rank keeps its own statistics.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    extra_params = [p for m in (extra_modules or []) for p in m.parameters()]
+    params = list(model.parameters()) + extra_params
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
     meta_base = {**bundle.meta(), **(meta_extra or {}), "training": cfg.to_dict()}
@@ -321,13 +366,17 @@ def fit(
     log_path = out / "metrics.jsonl"
     if resume:
         last = out / "last.safetensors"
-        if not last.exists():
+        state = None
+        if main and last.exists():
+            ck = load_checkpoint(last)
+            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"])
+        state = D.broadcast_object(state)
+        if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
-        ck = load_checkpoint(last)
-        model.load_state_dict(ck.model_state())
-        if ck.optimizer_state() is not None:
-            opt.load_state_dict(ck.optimizer_state())
-        st = ck.meta["train_state"]
+        model_state, opt_state, st = state
+        model.load_state_dict(model_state)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
         start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
         with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended
@@ -335,51 +384,76 @@ def fit(
             for _ in range(st["epoch"] * steps_per_epoch):  # replay the schedule position
                 sched.step()
         gen.manual_seed(cfg.seed + 1 + st["epoch"])
-    history = _read_log(log_path, start_epoch - 1)
+    history = _read_log(log_path, start_epoch - 1) if main else []
     log_lines = [json.dumps(r) for r in history]
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     t0 = time.perf_counter()
     stopped_early = False
     epoch = start_epoch - 1
-    prog = _Progress(progress, cfg.epochs, start_epoch - 1)
-    with prog:
+    step_no = (start_epoch - 1) * steps_per_epoch
+    prog = _Progress(progress and main, cfg.epochs, start_epoch - 1)
+    with prog, warnings.catch_warnings():
+        # A 1×1 convolution's weight grad may come channels-last: the same layout for size-1 dims, but DDP warns.
+        warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
         for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
+            net.train()
             perm = torch.randperm(len(rows), generator=gen)
             tot_loss, correct, seen = 0.0, 0, 0
             parts_sum: dict[str, float] = {}
             for b in range(steps_per_epoch):
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                if len(idx) < 2 and b > 0:  # BatchNorm cannot train on a batch of one
+                step_no += 1
+                if len(idx) < 2 * world and b > 0:  # BatchNorm cannot train on a batch of one (per rank)
                     continue
-                x = extractor.gather(rows[idx.numpy()], cols[idx.numpy()])
                 variants = (
                     torch.randint(0, 8, (len(idx),), generator=gen) if cfg.augment else torch.zeros(len(idx), dtype=torch.long)
                 )
+                n_global = len(idx)
+                if world > 1:  # this rank's share of the global batch (all ranks drew the same idx, variants)
+                    share = D.shard(n_global)
+                    idx, variants = idx[share], variants[share]
+                x = extractor.gather(rows[idx.numpy()], cols[idx.numpy()])
                 if cfg.augment:
                     x = apply_variants(x, variants)
                 y = y_all[idx]
-                loss, logits, parts = objective(model, x, y, idx, variants, epoch)
-                if not torch.isfinite(loss):
+                x, y = x.to(device), y.to(device)
+                loss, logits, parts = objective(net, x, y, idx, variants, epoch)
+                n = len(idx)
+                stats = [float(loss.detach()) * n, n, int((logits.detach().argmax(1) == y).sum())]
+                stats += [v * n for v in parts.values()]
+                stats = D.all_reduce_sum(stats)  # global sums: the same on every rank
+                if not math.isfinite(stats[0]):  # so every rank stops here together
                     raise TrainingError(
-                        f"loss became {float(loss.detach())} at epoch {epoch}; training stopped, "
+                        f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, "
                         f"the last good checkpoint is kept in {out}"
                     )
+                if world > 1:  # DDP averages over ranks: weighted by its share, that is the global-batch mean
+                    loss = loss * (n * world / n_global)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                D.all_reduce_grads(extra_params)  # DDP owns only the model's
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
-                tot_loss += float(loss.detach()) * len(idx)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(idx)
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+                tot_loss += stats[0]
+                correct += int(stats[2])
+                seen += int(stats[1])
+                for k, v in zip(parts, stats[3:]):
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                if on_step:
+                    on_step({"epoch": epoch, "step": step_no, "loss": stats[0] / stats[1], "n": int(stats[1]),
+                             "lr": opt.param_groups[0]["lr"]})  # fmt: skip
             train_oa = correct / max(1, seen)
             if use_val:
-                vlog = predict_logits(model, extractor, vrows, vcols, cfg.eval_batch)
-                val_oa = float((vlog.argmax(1).numpy() == vlabels).mean())
+                share = D.shard(len(vrows))
+                hits = _correct(model, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
+                val_oa = D.all_reduce_sum([hits])[0] / len(vrows)
             else:
                 val_oa = train_oa
             row = {
@@ -398,11 +472,12 @@ def fit(
                 bad_epochs += 1
             state = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
             meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "train_oa": train_oa, "epoch": epoch}}
-            if improved:
-                save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
-            save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=extra_tensors)
-            log_lines.append(json.dumps(row))
-            _write_lines(log_path, log_lines)
+            if main:
+                if improved:
+                    save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
+                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=extra_tensors)
+                log_lines.append(json.dumps(row))
+                _write_lines(log_path, log_lines)
             prog.update(row, best_val)
             if on_epoch:
                 on_epoch(row)
@@ -411,14 +486,44 @@ def fit(
                 break
 
     wall = time.perf_counter() - t0
-    best = load_checkpoint(out / "best.safetensors")
-    model.load_state_dict(best.model_state())
-    report = evaluate_model(model, bundle, "test", cfg.eval_batch)
+    best = load_checkpoint(out / "best.safetensors") if main else None
+    model.load_state_dict(D.broadcast_object(best.model_state() if main else None))
+    if ctx.distributed:
+        report = _evaluate_sharded(model, bundle, "test", cfg.eval_batch)
+    else:
+        report = evaluate_model(model, bundle, "test", cfg.eval_batch)
     test = report.to_dict(bundle.scene.class_ids, bundle.scene.class_names)
-    meta = dict(best.meta)
-    meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall}
-    save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
+    if main:
+        meta = dict(best.meta)
+        meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall}
+        save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
+    model.to(home)
+    for m in extra_modules or []:
+        m.to(home)
+    D.barrier()  # every rank returns once the final checkpoint is written
     return FitResult(out, best_epoch, best_val, epoch, stopped_early, test, wall)
+
+
+def _correct(model: nn.Module, extractor, rows, cols, labels, batch_size: int) -> int:
+    """How many of the windows at (rows, cols) the model classifies as ``labels``."""
+    if len(rows) == 0:
+        return 0
+    return int((predict_logits(model, extractor, rows, cols, batch_size).argmax(1).numpy() == labels).sum())
+
+
+def _evaluate_sharded(model: nn.Module, bundle: Bundle, which: str, batch_size: int):
+    """:func:`evaluate_model` with the pixels shared out over the ranks and the predictions all-gathered."""
+    from blmkd import distributed as D
+    from blmkd.metrics import classification_report
+
+    rows, cols, y = bundle.coords(which)
+    share = D.shard(len(rows))
+    ext = bundle.extractor(getattr(model, "input_kind", "float"))
+    pred = np.zeros(0, np.int64)
+    if share.stop > share.start:
+        pred = predict_logits(model, ext, rows[share], cols[share], batch_size).argmax(1).numpy()
+    pred = np.concatenate(D.all_gather_object(pred))
+    return classification_report(y, pred, bundle.scene.num_classes)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:

@@ -24,10 +24,18 @@ far faster than stepping through the sequence. :func:`ssm_scan_ref` is the plain
 the reference (``SSAMambaConfig.ssm_impl = "scan"``) and tested against the fast path.
 
 Layout. Inside a branch the tensors are channel-major, ``(d_inner, N, L)``: the in-projection GEMM
-writes that layout directly (``W @ xᵀ``), the depthwise convolutions and the Toeplitz matmul consume
-it without copies, and the out-projection GEMM reads it back transposed for free. Between blocks the
+writes that layout directly (``W @ xᵀ``), the depthwise conv and the Toeplitz matmul consume it
+without copies, and the out-projection GEMM reads it back transposed for free. Between blocks the
 tokens are ``(N, L, d_model)``, which is also channels-last ``(N, P, P, d_model)`` for the
-convolutions at both ends. Every op is a standard ONNX op (opset 17).
+convolutions at both ends. Eval-mode BatchNorms are folded into the preceding convolutions, K and V
+share one GEMM, and the cross attention is ``F.scaled_dot_product_attention``. Every op is a standard
+ONNX op (opset 17). With all that, ~80% of a CPU forward is the fp32 GEMMs of the Linear layers,
+which no rewrite of the same network avoids. Measured and dropped: stacking both branches'
+in_proj into one GEMM (its 49 MB outputs cost more in page faults than the wider GEMM gains) and a
+grouped conv2d for the depthwise conv (oneDNN is ~5× slower than shifted multiply-adds here).
+
+Δ = softplus(Δ_log), as in the paper's reference code (Eq. 7 writes exp); B̄ = ΔB is the paper's
+simplified zero-order hold.
 """
 
 from __future__ import annotations
@@ -189,45 +197,34 @@ class MambaBranch(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm_out = nn.LayerNorm(d_model)
 
-    def folded_in_proj(self) -> tuple[Tensor, Tensor]:
-        """in_proj with norm_in's affine folded in: in_proj(LN(x)) = W' x̂ + b', x̂ the plain normalized x."""
-        W = self.in_proj.weight * self.norm_in.weight  # (2·d_inner, d_model)
-        b = self.in_proj.bias + self.in_proj.weight @ self.norm_in.bias  # (2·d_inner,)
-        return W, b
-
     def forward(self, x: Tensor) -> Tensor:
-        """x: tokens ``(N, L, d_model)`` → ``(N, L, d_model)``. (The block runs both branches' in_proj as one GEMM.)"""
+        """x: tokens ``(N, L, d_model)`` → ``(N, L, d_model)``."""
         N, L, d_model = x.shape
-        x_norm_t = self.norm_in(x.reshape(N * L, d_model)).t()  # (d_model, N·L)
+        tokens = x.reshape(N * L, d_model)  # (N·L, d_model)
+        x_norm_t = self.norm_in(tokens).t()  # (d_model, N·L)
+        # W @ xᵀ writes the channel-major layout directly; nothing below needs a transpose.
         W_u, W_z = self.in_proj.weight.split(self.d_inner)  # (d_inner, d_model) each: main, gate
         b_u, b_z = self.in_proj.bias.split(self.d_inner)  # (d_inner,) each
-        u = torch.mm(W_u, x_norm_t)  # (d_inner, N·L)
+        u = torch.mm(W_u, x_norm_t).view(self.d_inner, N, L)  # (d_inner, N, L)  b_u goes into the conv
         z = torch.addmm(b_z[:, None], W_z, x_norm_t)  # (d_inner, N·L)
-        return self.mix(u, b_u, z, x)
 
-    def mix(self, u: Tensor, b_u: Tensor, z: Tensor, x: Tensor) -> Tensor:
-        """Everything after in_proj: conv, SSM, gate, out_proj, residual.
-
-        Args:
-            u: main path without its bias, channel-major ``(d_inner, N·L)``; b_u: that bias ``(d_inner,)``
-               (the conv applies it, see :func:`causal_depthwise_conv`).
-            z: gate path with its bias, ``(d_inner, N·L)``.
-            x: the branch input ``(N, L, d_model)``, for the residual.
-        """
-        N, L, d_model = x.shape
         w, b = self.conv1d.weight[:, 0], self.conv1d.bias  # (d_inner, d_conv), (d_inner,)
         if not self.training:
             w, b = _fold_bn(w, b, self.conv_bn)  # eval: BN is affine, fold it into the conv
-        u = causal_depthwise_conv(u.view(self.d_inner, N, L), w, b, in_bias=b_u)  # (d_inner, N, L)
+        u = causal_depthwise_conv(u, w, b, in_bias=b_u)  # (d_inner, N, L)
         if self.training:
             u = self.conv_bn(u.view(1, self.d_inner, N * L)).view(self.d_inner, N, L)  # (d_inner, N, L)
-        u = F.silu(u)  # (d_inner, N, L)
+        # Without autograd, reuse the fresh buffers: every new tensor this size costs page faults.
+        inplace = not torch.is_grad_enabled()
+        u = F.silu(u, inplace=inplace)  # (d_inner, N, L)
 
-        y = self.ssm(u)  # (d_inner, N, L)
-        y = y.view(self.d_inner, N * L) * F.silu(z)  # (d_inner, N·L)
+        y = self.ssm(u).view(self.d_inner, N * L)  # (d_inner, N·L)
+        g = F.silu(z, inplace=inplace)  # (d_inner, N·L)
+        y = y.mul_(g) if inplace else y * g  # (d_inner, N·L)
         out = torch.addmm(self.out_proj.bias, y.t(), self.out_proj.weight.t())  # (N·L, d_model)
         out = self.dropout(out).view(N, L, d_model)  # (N, L, d_model)
-        return self.norm_out(out + x)  # (N, L, d_model)
+        out = out.add_(x) if inplace else out + x  # (N, L, d_model)
+        return self.norm_out(out)  # (N, L, d_model)
 
 
 class CrossDomainAttention(nn.Module):
@@ -305,30 +302,10 @@ class CrossDomainBlock(nn.Module):
         self.cross_attn = CrossDomainAttention(cfg.d_model, cfg.n_heads)
         self.fusion = GatedFusion(cfg.d_model, cfg.dropout)
 
-    def in_proj(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
-        """Both branches' LayerNorm + in_proj as two GEMMs over the shared normalized input.
-
-        The branches keep their own parameters: each one's LayerNorm affine is folded into its
-        in_proj weights and the two are stacked at forward time (measured faster than two LayerNorms
-        and four GEMMs). Returns ``(u, b_u, z)`` per branch as :meth:`MambaBranch.mix` takes them.
-        """
-        N, L, d_model = x.shape
-        sp, spec = self.spatial_branch, self.spectral_branch
-        C = sp.d_inner
-        x_hat_t = F.layer_norm(x.reshape(N * L, d_model), sp.norm_in.normalized_shape, eps=sp.norm_in.eps).t()  # (d_model, N·L)
-        (W_sp, b_sp), (W_spec, b_spec) = sp.folded_in_proj(), spec.folded_in_proj()  # (2C, d_model), (2C,)
-        W_u = torch.cat([W_sp[:C], W_spec[:C]])  # (2C, d_model)  main rows of both branches
-        W_z = torch.cat([W_sp[C:], W_spec[C:]])  # (2C, d_model)  gate rows
-        b_z = torch.cat([b_sp[C:], b_spec[C:]])  # (2C,)
-        u_sp, u_spec = torch.mm(W_u, x_hat_t).split(C)  # (C, N·L) each
-        z_sp, z_spec = torch.addmm(b_z[:, None], W_z, x_hat_t).split(C)  # (C, N·L) each
-        return (u_sp, b_sp[:C], z_sp), (u_spec, b_spec[:C], z_spec)
-
     def forward(self, x: Tensor) -> Tensor:
         """x: ``(N, L, d_model)`` → same shape."""
-        proj_spatial, proj_spectral = self.in_proj(x)
-        f_spatial = self.norm_spatial(self.spatial_branch.mix(*proj_spatial, x))  # (N, L, d_model)
-        f_spectral = self.norm_spectral(self.spectral_branch.mix(*proj_spectral, x))  # (N, L, d_model)
+        f_spatial = self.norm_spatial(self.spatial_branch(x))  # (N, L, d_model)
+        f_spectral = self.norm_spectral(self.spectral_branch(x))  # (N, L, d_model)
         f_attn = self.cross_attn(f_spatial, f_spectral)  # (N, L, d_model)
         return self.fusion(f_spatial, f_attn, x)  # (N, L, d_model)
 

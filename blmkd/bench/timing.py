@@ -33,11 +33,19 @@ def percentiles(samples_s: list[float] | np.ndarray) -> Timing:
     return Timing(int(a.size), float(p50), float(p90), float(p99), float(a.mean()), float(a.min()))
 
 
-def time_call(fn: Callable[[], object], *, warmup: int = 10, runs: int = 100, max_seconds: float = 10.0, sync: Callable[[], None] | None = None) -> Timing:
-    """Time ``fn()`` ``runs`` times after ``warmup`` calls; stops early after ``max_seconds``.
+def time_samples(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 10,
+    runs: int = 100,
+    max_seconds: float = 10.0,
+    sync: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """Durations in seconds of ``runs`` calls of ``fn()`` after ``warmup`` calls (the raw samples).
 
-    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock read so that
-    asynchronous GPU work is inside the measured interval.
+    Stops early once ``max_seconds`` have passed and at least 5 calls are timed. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) is called before each clock read so that asynchronous GPU work is
+    inside the measured interval.
     """
     for _ in range(warmup):
         fn()
@@ -53,4 +61,20 @@ def time_call(fn: Callable[[], object], *, warmup: int = 10, runs: int = 100, ma
         samples.append(time.perf_counter() - t0)
         if time.perf_counter() > deadline and len(samples) >= 5:
             break
-    return percentiles(samples)
+    return np.asarray(samples, dtype=np.float64)
+
+
+def time_call(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 10,
+    runs: int = 100,
+    max_seconds: float = 10.0,
+    sync: Callable[[], None] | None = None,
+) -> Timing:
+    """Time ``fn()`` ``runs`` times after ``warmup`` calls; stops early after ``max_seconds``.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock read so that
+    asynchronous GPU work is inside the measured interval.
+    """
+    return percentiles(time_samples(fn, warmup=warmup, runs=runs, max_seconds=max_seconds, sync=sync))

@@ -74,9 +74,12 @@ def distill(
     cached. Loss: (1 − λ_t)·CE + λ_t·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)).
     Ends with teacher vs student side by side: OA/AA/κ, parameters, FLOPs per pixel and CPU latency.
     """
+    import contextlib
+
     import torch
 
     from blmkd.distill.kd import KDConfig, kd_objective, teacher_cache
+    from blmkd.distributed import is_main
     from blmkd.models import create_model
     from blmkd.train import bundle_from_checkpoint
 
@@ -105,7 +108,8 @@ def distill(
             p.requires_grad_(False)
         model.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
         variants = 8 if augment else 1
-        with C.console.status(f"caching teacher logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"):
+        msg = f"caching teacher logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"
+        with C.console.status(msg) if is_main() else contextlib.nullcontext():
             if kd.hint_weight > 0:
                 cache, feats = teacher_cache(t_model, bundle, variants, features=True)
             else:
@@ -136,8 +140,9 @@ def distill(
             [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
-        _side_by_side(ck, run_dir, bundle)
-    if len(seed_list) > 1:
+        if is_main():  # under torchrun rank 0 alone prints, times and writes
+            _side_by_side(ck, run_dir, bundle)
+    if len(seed_list) > 1 and is_main():
         from blmkd.train import write_summary
 
         summ = write_summary(out / "summary.json", runs)

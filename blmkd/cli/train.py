@@ -94,10 +94,13 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
     """Train one run per seed (OUT itself for a single seed) and print/record the results.
 
     ``bundle`` reuses prepared data (distillation takes the teacher's) instead of ``data_kw``.
+    Under torchrun every rank trains and only rank 0 prints and writes the summary.
     """
+    from blmkd.distributed import is_main
     from blmkd.flops import count_flops, count_params
     from blmkd.train import fit, prepare_data, write_summary
 
+    say = C.console.print if is_main() else (lambda *a, **k: None)
     runs = []
     for s in seed_list:
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
@@ -105,7 +108,7 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
             bundle = prepare_data(C.data_options(seed=s, **data_kw))
         model = build(s, bundle)
         kwargs = fit_kwargs(s, bundle, model) if fit_kwargs else {}
-        C.console.print(
+        say(
             f"[bold]{title}[/] seed {s}: {bundle.scene.name} {bundle.scene.height}×{bundle.scene.width}×{bundle.scene.bands}, "
             f"{int(bundle.split.train.sum())} train / {int(bundle.split.val.sum())} val / {int(bundle.split.test.sum())} test px, "
             f"leakage {bundle.split.leakage:.3f}"
@@ -115,12 +118,12 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
         stats = {"parameters": count_params(model), "flops_per_pixel": count_flops(model, x)}
         runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
                      "epochs_run": res.epochs_run, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
-        C.console.print(
+        say(
             C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
         )
-    if len(seed_list) > 1:
+    if len(seed_list) > 1 and is_main():
         summ = write_summary(out / "summary.json", runs)
-        C.console.print(
+        say(
             f"[bold]{title}[/] over seeds {seed_list}: "
             + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
         )

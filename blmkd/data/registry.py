@@ -44,6 +44,7 @@ class DatasetInfo:
     bands: int  # bands in the cube file
     sensor: str
     citation: str
+    shape: tuple[int, int] = (0, 0)  # (height, width) in pixels, as published
     embedded: bool = False  # shipped with the package (no download)
     note: str = ""  # anything a user must know (e.g. how to obtain the files)
 
@@ -125,6 +126,7 @@ _SALINAS_CLASSES = (
 )
 
 INDIAN_PINES = DatasetInfo(
+    shape=(145, 145),
     name="indian_pines",
     title="Indian Pines",
     aliases=("ip", "indian", "indian_pines_corrected"),
@@ -165,6 +167,7 @@ INDIAN_PINES = DatasetInfo(
 )
 
 SALINAS = DatasetInfo(
+    shape=(512, 217),
     name="salinas",
     title="Salinas",
     aliases=("sa", "salinas_corrected", "salinas_valley"),
@@ -177,6 +180,7 @@ SALINAS = DatasetInfo(
 )
 
 SALINAS_A = DatasetInfo(
+    shape=(86, 83),
     name="salinas_a",
     title="Salinas-A",
     aliases=("salinasa_corrected",),
@@ -190,6 +194,7 @@ SALINAS_A = DatasetInfo(
 )
 
 PAVIA_UNIVERSITY = DatasetInfo(
+    shape=(610, 340),
     name="pavia_university",
     title="Pavia University",
     aliases=("paviau", "pu", "up", "pavia_u"),
@@ -212,6 +217,7 @@ PAVIA_UNIVERSITY = DatasetInfo(
 )
 
 PAVIA_CENTRE = DatasetInfo(
+    shape=(1096, 715),
     name="pavia_centre",
     title="Pavia Centre",
     aliases=("pavia_center", "paviac", "pc", "pavia_c"),
@@ -234,6 +240,7 @@ PAVIA_CENTRE = DatasetInfo(
 )
 
 KSC = DatasetInfo(
+    shape=(512, 614),
     name="ksc",
     title="Kennedy Space Center",
     aliases=("kennedy_space_center",),
@@ -260,6 +267,7 @@ KSC = DatasetInfo(
 )
 
 BOTSWANA = DatasetInfo(
+    shape=(1476, 256),
     name="botswana",
     title="Botswana",
     aliases=("bo", "okavango"),
@@ -287,6 +295,7 @@ BOTSWANA = DatasetInfo(
 )
 
 HOUSTON_2013 = DatasetInfo(
+    shape=(349, 1905),
     name="houston_2013",
     title="Houston 2013 (IEEE GRSS DFC 2013)",
     aliases=("houston", "houston13", "grss_dfc_2013", "dfc2013"),
@@ -376,6 +385,7 @@ def list_datasets() -> list[dict]:
                 "name": info.name,
                 "title": info.title,
                 "aliases": list(info.aliases),
+                "shape": list(info.shape),
                 "bands": info.bands,
                 "num_classes": info.num_classes,
                 "sensor": info.sensor,

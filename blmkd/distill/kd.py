@@ -2,7 +2,9 @@
 
 The teacher is frozen in eval mode and its logits for every training patch are computed once
 per augmentation variant (the 8 dihedral symmetries when augmentation is on, else only the
-identity) and cached, so distillation costs only the student's time. The objective mixes
+identity) and cached, so distillation costs only the student's time. Under ``torchrun`` each rank computes a
+contiguous share of the patches and the shares are all-gathered, so every rank holds the same
+full cache (on the CPU) after a world-size-th of the work. The objective mixes
 cross-entropy and the KD term with λ_t rising linearly over the warm-up
 (:func:`blmkd.distill.losses.lambda_schedule`).
 """
@@ -50,9 +52,18 @@ class KDConfig:
 
 @torch.inference_mode()
 def teacher_cache(teacher: nn.Module, bundle: Bundle, variants: int, batch_size: int = 512, features: bool = False):
-    """Teacher outputs for every training patch and variant: logits (N, V, K) [and features (N, V, D)]."""
-    teacher.eval()
+    """Teacher outputs for every training patch and variant: logits (N, V, K) [and features (N, V, D)].
+
+    The teacher runs on this rank's device (:func:`blmkd.distributed.init_from_env`); the cache is
+    returned on the CPU. Under torchrun every rank computes its share and receives all the others'.
+    """
+    from blmkd import distributed as D
+
+    ctx = D.init_from_env()
+    teacher.to(ctx.device).eval()
     rows, cols, _ = bundle.coords("train")
+    share = D.shard(len(rows))
+    rows, cols = rows[share], cols[share]
     ext = bundle.extractor(getattr(teacher, "input_kind", "float"))
     logits, feats = [], []
     for v in range(variants):
@@ -62,13 +73,18 @@ def teacher_cache(teacher: nn.Module, bundle: Bundle, variants: int, batch_size:
         lv, fv = [], []
         for i in range(0, len(rows), batch_size):
             x = dihedral(ext.gather(rows[i : i + batch_size], cols[i : i + batch_size]), v)
-            z, f = teacher(x, return_features=True)
-            lv.append(z.float())
-            fv.append(f.float())
+            z, f = teacher(x.to(ctx.device), return_features=True)
+            lv.append(z.float().cpu())
+            fv.append(f.float().cpu())
         logits.append(torch.cat(lv))
         feats.append(torch.cat(fv))
-    lg = torch.stack(logits, 1)
-    return (lg, torch.stack(feats, 1)) if features else lg
+    lg = torch.stack(logits, 1)  # (n, V, K) of this rank's patches
+    fs = torch.stack(feats, 1) if features else None  # (n, V, D)
+    if ctx.distributed:  # shares in rank order are the patches in order
+        shares = [s for s in D.all_gather_object((lg, fs)) if len(s[0])]
+        lg = torch.cat([s[0] for s in shares])
+        fs = torch.cat([s[1] for s in shares]) if features else None
+    return (lg, fs) if features else lg
 
 
 def kd_objective(cfg: KDConfig, cache: torch.Tensor, feat_cache: torch.Tensor | None = None, hint: nn.Module | None = None):
@@ -83,11 +99,11 @@ def kd_objective(cfg: KDConfig, cache: torch.Tensor, feat_cache: torch.Tensor | 
     def objective(model, x, y, idx, variants, epoch):
         lam = lambda_schedule(epoch - 1, cfg.warmup_epochs, cfg.lambda_0, cfg.lambda_max)
         v = variants if cache.shape[1] > 1 else torch.zeros_like(variants)
-        z_t = cache[idx, v]  # (N, K)
+        z_t = cache[idx, v].to(x.device)  # (N, K); the cache stays on the CPU
         if hint is not None and cfg.hint_weight > 0:
             z_s, f_s = model(x, return_features=True)
             total, parts = loss_fn(z_s, z_t, y, lam)
-            h = hint(f_s, feat_cache[idx, v])
+            h = hint(f_s, feat_cache[idx, v].to(x.device))
             total = total + cfg.hint_weight * h
             parts = {**parts, "hint": float(h.detach())}
         else:

@@ -1,0 +1,609 @@
+"""Full-scene classification maps, streamed in row tiles so that memory stays bounded.
+
+The scene is read ``tile`` rows at a time with ``P // 2`` halo rows above and below (reflected at the
+scene's top and bottom edge, as ``np.pad(mode="reflect")`` does), preprocessed (bytes for students,
+standardized floats for teachers), padded by reflection left and right, and classified; the next
+tile starts from the file again. Preprocessing is per pixel, so a tile's windows are exactly the
+windows of :class:`blmkd.data.patches.PatchExtractor` on the once-padded scene. A memory-mapped cube
+has its pages dropped from the process after every tile (``madvise(MADV_DONTNEED)``; the page cache
+keeps them), so the resident set does not grow with the scene either.
+
+Ways to classify a tile (``mode``):
+
+* ``patch`` (any artifact: checkpoint, ONNX, TensorRT): gather the ``(N, bands, P, P)`` windows and
+  run the model on them, as in training and evaluation.
+* ``encode`` (PyTorch students with a per-pixel byte encoder): run the encoder once on the whole
+  tile (:meth:`BLMStudent.encode`), gather ``(N, d_model, P, P)`` windows of the latent image and
+  classify them with :meth:`BLMStudent.forward_latent`. Each pixel is encoded once instead of up to
+  P² times; the result equals the patch path up to float rounding (tested).
+* ``encode-ort``: the same, with the windows classified by ONNX Runtime running a graph of
+  ``forward_latent`` exported when the classifier is opened (and checked against PyTorch), on small
+  batches in parallel worker threads. About 3x faster than PyTorch on a CPU for the small
+  matmuls of a student. ``auto`` picks it for PyTorch students on a CPU and says so in
+  ``SceneClassifier.note`` if it has to use ``encode`` instead.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from blmkd.data.patches import check_patch_size
+from blmkd.data.preprocess import Preprocessing
+from blmkd.errors import BlmkdError, DataError, ModelError
+
+MODES = ("auto", "encode", "encode-ort", "patch")
+MAP_SUFFIXES = (".png", ".npy", ".tif", ".tiff")
+_ENCODE_CHUNK_BYTES = 32 << 20  # float input of the encoder per call
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the scene in tiles
+
+
+def release_pages(cube) -> bool:
+    """Drop the pages of a memory-mapped cube from this process (they stay in the page cache).
+
+    Returns False for an in-memory array or a copy-on-write map (whose pages may hold changes).
+    """
+    a = cube
+    while a is not None:
+        mm = a if isinstance(a, mmap.mmap) else getattr(a, "_mmap", None)
+        if isinstance(mm, mmap.mmap):
+            if getattr(a, "mode", "r") == "c" or not hasattr(mm, "madvise"):
+                return False
+            mm.madvise(mmap.MADV_DONTNEED)
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+def reflect_index(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` into an axis of ``size``, reflected at both ends without repeating
+    the edge (``np.pad(mode="reflect")``); valid for overhangs of at most ``size - 1``."""
+    i = np.abs(np.arange(start, stop))
+    return np.where(i > size - 1, 2 * (size - 1) - i, i)
+
+
+def tile_input(cube, prep: Preprocessing, input_kind: str, r0: int, r1: int, radius: int) -> np.ndarray:
+    """Preprocessed rows ``r0 - radius .. r1 + radius`` of ``cube``, reflect-padded by ``radius`` columns.
+
+    Returns:
+        ``(r1 - r0 + 2r, W + 2r, bands)`` uint8 bytes (``input_kind == "uint8"``) or float32.
+    """
+    h = cube.shape[0]
+    idx = reflect_index(r0 - radius, r1 + radius, h)
+    s0, s1 = int(idx.min()), int(idx.max()) + 1
+    block = cube[s0:s1]  # a view: a memmap is read block by block by the preprocessing
+    y = prep.to_bytes(block) if input_kind == "uint8" else prep.standardize(block)
+    if not np.array_equal(idx, np.arange(s0, s1)):
+        y = y[idx - s0]  # halo rows reflected at the top or bottom edge
+    return np.pad(y, ((0, 0), (radius, radius), (0, 0)), mode="reflect")
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifiers
+
+
+@dataclass
+class SceneClassifier:
+    """An artifact ready to classify tiles.
+
+    Attributes:
+        runner: the :class:`blmkd.export.runtime.Runner` of the artifact.
+        mode: ``"encode"`` (student: encoder once per tile, windows in PyTorch), ``"encode-ort"``
+            (the same, windows in ONNX Runtime through a graph of ``forward_latent`` exported on the
+            fly and checked against PyTorch) or ``"patch"`` (per-window inference).
+        patch_size, prep, input_kind: how its inputs are made (from the artifact's metadata).
+        class_ids, class_names: the classes of its outputs, in output order.
+        workers: threads running batches concurrently (``encode-ort``; one ORT thread each).
+        note: why ``auto`` chose a slower path than it could, where it did.
+    """
+
+    runner: object
+    mode: str
+    patch_size: int
+    prep: Preprocessing
+    input_kind: str
+    class_ids: list[int]
+    class_names: list[str]
+    workers: int = 1
+    note: str = ""
+    session: object = None  # the ONNX Runtime session of `encode-ort`
+
+    @property
+    def name(self) -> str:
+        return self.runner.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    @property
+    def label(self) -> str:
+        """``blm_s · onnxruntime int8``: model, runtime and precision."""
+        meta = self.runner.meta
+        return f"{meta.get('model', self.name)} · {getattr(self.runner, 'backend', '')} {meta.get('precision', 'fp32')}"
+
+    @property
+    def default_batch(self) -> int:
+        # ONNX Runtime is fastest on small batches here (the (N, H, L, L) SSM decay matrices of
+        # 64 windows stay in L2); PyTorch pays ~0.3 ms per call and chunks big batches itself.
+        return (
+            64 if self.mode == "encode-ort" or getattr(self.runner, "backend", "") == "onnxruntime" else 256
+        )
+
+    @classmethod
+    def from_runner(cls, runner, mode: str = "auto", threads: int | None = None) -> SceneClassifier:
+        """Wrap an open runner.
+
+        ``mode="auto"`` picks ``encode-ort`` for PyTorch students on CPU (``encode`` on CUDA, or where
+        the latent graph cannot be exported; ``note`` says so), else ``patch``.
+        """
+        if mode not in MODES:
+            raise BlmkdError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        meta = runner.meta
+        if not meta.get("preprocessing"):
+            raise ModelError(
+                f"{runner.name}: its metadata has no preprocessing; cannot prepare scene pixels for it"
+            )
+        patch = int(meta.get("patch_size") or 0)
+        if patch < 1:
+            raise ModelError(f"{runner.name}: its metadata has no patch size")
+        model = getattr(runner, "model", None)
+        can_encode = model is not None and hasattr(model, "encode") and hasattr(model, "forward_latent")
+        if mode in ("encode", "encode-ort") and not can_encode:
+            raise BlmkdError(
+                f"{runner.name}: --mode {mode} needs a PyTorch student checkpoint with a per-pixel encoder"
+            )
+        on_cpu = str(getattr(runner, "device", "cpu")).startswith("cpu")
+        if mode == "encode-ort" and not on_cpu:
+            raise BlmkdError("--mode encode-ort runs on the CPU; use --mode encode on CUDA")
+        classes = meta.get("classes") or []
+        ids = [int(c["id"]) for c in classes] or list(range(1, int(meta.get("num_classes", 0)) + 1))
+        names = [str(c["name"]) for c in classes] or [f"class {i}" for i in ids]
+        requested = mode
+        if mode == "auto":
+            mode = ("encode-ort" if on_cpu else "encode") if can_encode else "patch"
+        clf = cls(
+            runner, mode, patch, Preprocessing.from_dict(meta["preprocessing"]), runner.input_kind, ids, names
+        )
+        if mode == "encode-ort":
+            import torch
+
+            clf.workers = max(1, threads or torch.get_num_threads())
+            try:
+                clf.session = latent_session(model, patch)
+            except LatentGraphError as exc:
+                if requested == "encode-ort":
+                    raise
+                clf.mode, clf.workers, clf.note = (
+                    "encode",
+                    1,
+                    f"encode-ort unavailable ({exc}); windows run in PyTorch",
+                )
+        return clf
+
+    def classify(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, batch: int | None = None
+    ) -> np.ndarray:
+        """Logits ``(N, K)`` of the windows of tile ``x`` (from :func:`tile_input`) at ``(rows, cols)``,
+        tile-local coordinates of the unpadded pixels."""
+        batch = batch or self.default_batch
+        if len(rows) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        if self.mode.startswith("encode"):
+            return self._classify_encoded(x, rows, cols, batch)
+        return self._classify_patches(x, rows, cols, batch)
+
+    def _classify_patches(self, x, rows, cols, batch) -> np.ndarray:
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        p = self.patch_size
+        xc = np.ascontiguousarray(np.moveaxis(x, 2, 0))  # (B, h + 2r, W + 2r)
+        win = sliding_window_view(xc, (p, p), axis=(1, 2)).transpose(1, 2, 0, 3, 4)  # (h, W, B, P, P) view
+        out = [
+            self.runner.run(win[rows[i : i + batch], cols[i : i + batch]]) for i in range(0, len(rows), batch)
+        ]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def encode_tile(self, x: np.ndarray):
+        """The ``(h + 2r, W + 2r, d_model)`` latent image of a tile, channels last (a torch tensor
+        on the runner's device)."""
+        import torch
+
+        model, dev = self.runner.model, self.runner.device
+        hp, wp, bands = x.shape
+        lat = None
+        with torch.inference_mode():
+            # Encode in row chunks: the encoder's float copy of the input stays ~32 MB.
+            step = max(1, _ENCODE_CHUNK_BYTES // (wp * bands * 4))
+            for c0 in range(0, hp, step):
+                xin = torch.from_numpy(x[c0 : c0 + step]).to(dev).permute(2, 0, 1)[None]  # (1, B, rows, Wp)
+                z = model.encode(xin)[0].permute(1, 2, 0)  # (rows, Wp, d_model)
+                if lat is None:
+                    lat = torch.empty((hp, wp, z.shape[-1]), dtype=torch.float32, device=z.device)
+                lat[c0 : c0 + step] = z
+        return lat
+
+    def _classify_encoded(self, x, rows, cols, batch) -> np.ndarray:
+        import torch
+
+        p = self.patch_size
+        lat = self.encode_tile(x)  # (hp, wp, d)
+        hp, wp, d = lat.shape
+        shape = (hp - p + 1, wp - p + 1, p, p, d)
+        if lat.device.type != "cpu":
+            win = lat.as_strided(shape, (wp * d, d, wp * d, d, 1))  # (h, W, P, P, d) view
+            r, c = (torch.from_numpy(np.asarray(a, np.int64)).to(lat.device) for a in (rows, cols))
+            with torch.inference_mode():
+                out = [
+                    self.runner.model.forward_latent(
+                        win[r[i : i + batch], c[i : i + batch]].permute(0, 3, 1, 2)
+                    )
+                    .float()
+                    .cpu()
+                    for i in range(0, len(r), batch)
+                ]
+            return torch.cat(out).numpy()
+        # On the CPU numpy gathers the channels-last windows ~8x faster than torch indexing.
+        lat_np = lat.numpy()
+        s = lat_np.strides
+        win = np.lib.stride_tricks.as_strided(lat_np, shape, (s[0], s[1], s[0], s[1], s[2]), writeable=False)
+
+        def run(i: int) -> np.ndarray:
+            hb = win[rows[i : i + batch], cols[i : i + batch]]  # (n, P, P, d) contiguous copy
+            if self.session is not None:
+                return self.session.run(None, {"h": hb})[0]
+            with torch.inference_mode():
+                return (
+                    self.runner.model.forward_latent(torch.from_numpy(hb).permute(0, 3, 1, 2)).float().numpy()
+                )
+
+        starts = range(0, len(rows), batch)
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.workers) as pool:  # ORT releases the GIL while it runs
+                out = list(pool.map(run, starts))
+        else:
+            out = [run(i) for i in starts]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+class LatentGraphError(BlmkdError):
+    """The ``forward_latent`` graph of a student could not be exported or does not match PyTorch."""
+
+
+def latent_session(model, patch_size: int, atol: float = 1e-4):
+    """An ONNX Runtime session (one intra-op thread) of ``model.forward_latent`` on channels-last
+    ``(N, P, P, d_model)`` windows, exported now and checked against PyTorch on random latents.
+
+    Raises:
+        LatentGraphError: the export fails or its logits differ from PyTorch by more than ``atol``
+            (relative to the logits' scale).
+    """
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    class _Latent(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, h):  # (N, P, P, d) → (N, K)
+            return self.m.forward_latent(h.permute(0, 3, 1, 2))
+
+    d = model.config.d_model
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randn(64, patch_size, patch_size, d, generator=gen)
+    wrapper = _Latent(model).eval()
+    with tempfile.TemporaryDirectory(prefix="blmkd-latent-") as tmp:
+        path = Path(tmp) / "latent.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+                torch.onnx.export(wrapper, (probe[:2],), str(path), opset_version=17, dynamo=False,
+                                  input_names=["h"], output_names=["logits"],
+                                  dynamic_axes={"h": {0: "n"}, "logits": {0: "n"}})  # fmt: skip
+        except Exception as exc:  # the exporter raises many types
+            raise LatentGraphError(
+                f"cannot export forward_latent to ONNX ({type(exc).__name__}: {exc})"
+            ) from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path.read_bytes(), so, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        ref = wrapper(probe).numpy()
+    got = sess.run(None, {"h": probe.numpy()})[0]
+    err = float(np.abs(got - ref).max())
+    if not err <= atol * max(1.0, float(np.abs(ref).max())):
+        raise LatentGraphError(f"the ONNX latent graph differs from PyTorch by {err:.2e}")
+    return sess
+
+
+def open_classifier(
+    path: str | Path, *, device: str = "cpu", threads: int | None = None, mode: str = "auto"
+) -> SceneClassifier:
+    """Open a checkpoint, ONNX file or engine for scene mapping (see :func:`open_runner`)."""
+    return SceneClassifier.from_runner(open_runner(path, device=device, threads=threads), mode, threads)
+
+
+def open_runner(path: str | Path, *, device: str = "cpu", threads: int | None = None):
+    """A :class:`blmkd.export.runtime.Runner` on ``device``: PyTorch for checkpoints, ONNX Runtime
+    with the matching execution provider for ONNX files, TensorRT for engines.
+
+    Raises:
+        BlmkdError: a missing file, or a device this machine does not have.
+    """
+    from blmkd.export.runtime import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, open_artifact
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model not found: {p}")
+    if device.startswith("cuda"):
+        from blmkd.bench.machine import cuda_status
+
+        ok, why = cuda_status()
+        if not ok:
+            raise BlmkdError(f"--device cuda: {why}")
+    if p.is_dir() or p.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return open_artifact(p, device=device)
+    if p.suffix.lower() in ONNX_SUFFIXES:
+        import onnxruntime as ort
+
+        want = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+        if want not in ort.get_available_providers():
+            raise BlmkdError(
+                f"ONNX Runtime here has no {want} (it has {', '.join(ort.get_available_providers())})"
+            )
+        return open_artifact(p, providers=[want], threads=threads or 0)
+    return open_artifact(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# The scene loop
+
+
+@dataclass
+class SceneMap:
+    """A classified scene.
+
+    Attributes:
+        pred: ``(H, W)`` int16 class indices, -1 where no pixel was classified (masked).
+        pixels: pixels classified.
+        seconds: wall time of the whole loop (reading, preprocessing, inference).
+        mode, tile, batch: how it was made.
+        logits: ``(H, W, K)`` float32 where asked for (tests), else None.
+    """
+
+    pred: np.ndarray
+    pixels: int
+    seconds: float
+    mode: str
+    tile: int
+    batch: int
+    logits: np.ndarray | None = None
+
+    @property
+    def px_per_s(self) -> float:
+        return self.pixels / self.seconds if self.seconds > 0 else float("inf")
+
+
+def predict_scene(
+    clf: SceneClassifier,
+    cube,
+    *,
+    tile: int = 256,
+    batch: int | None = None,
+    mask: np.ndarray | None = None,
+    return_logits: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> SceneMap:
+    """Classify every pixel of ``cube`` (``(H, W, bands)``, a np.memmap is fine) in row tiles.
+
+    Args:
+        clf: the classifier (:func:`open_classifier`).
+        cube: the raw scene, in the file's values; it is preprocessed here with the artifact's own
+            statistics.
+        tile: rows per tile (memory grows linearly with it; the result does not depend on it).
+        batch: windows per model call (default: what suits the runtime, 64 for ONNX Runtime and
+            256 for PyTorch).
+        mask: ``(H, W)`` bool, classify only these pixels (the rest is -1).
+        return_logits: also return the ``(H, W, K)`` logits (small scenes only).
+        progress: ``progress(rows_done, rows_total)`` after each tile.
+    """
+    if cube.ndim != 3:
+        raise DataError(f"scene cube must be (H, W, bands), got shape {tuple(cube.shape)}")
+    h, w, bands = (int(s) for s in cube.shape)
+    if bands != clf.prep.bands:
+        raise ModelError(f"{clf.name} takes {clf.prep.bands} bands but the scene has {bands}")
+    batch = batch or clf.default_batch
+    if tile < 1 or batch < 1:
+        raise BlmkdError("--tile and --batch must be at least 1")
+    if mask is not None and mask.shape != (h, w):
+        raise DataError(f"mask {mask.shape} does not match the scene ({h}, {w})")
+    p = check_patch_size(clf.patch_size, h, w)
+    r = p // 2
+    pred = np.full((h, w), -1, dtype=np.int16)
+    logits = np.zeros((h, w, clf.num_classes), np.float32) if return_logits else None
+    release_pages(cube)  # whatever loading the scene touched
+    n = 0
+    t0 = time.perf_counter()
+    for r0 in range(0, h, tile):
+        r1 = min(h, r0 + tile)
+        sel = np.ones((r1 - r0, w), bool) if mask is None else np.asarray(mask[r0:r1], bool)
+        rows, cols = np.nonzero(sel)
+        if len(rows):
+            x = tile_input(cube, clf.prep, clf.input_kind, r0, r1, r)
+            lg = clf.classify(x, rows, cols, batch)
+            del x
+            pred[r0 + rows, cols] = lg.argmax(1)
+            if logits is not None:
+                logits[r0 + rows, cols] = lg
+            n += len(rows)
+        release_pages(cube)
+        if progress:
+            progress(r1, h)
+    return SceneMap(pred, n, time.perf_counter() - t0, clf.mode, tile, batch, logits)
+
+
+def predict_patches_ref(clf: SceneClassifier, cube, batch: int = 1024) -> np.ndarray:
+    """Slow, obvious reference: every pixel's window from the once-padded scene, run per patch.
+
+    Returns the ``(H, W, K)`` logits (small scenes only; the whole preprocessed cube is in memory).
+    """
+    from blmkd.data.patches import PatchExtractor
+
+    x = clf.prep.to_bytes(cube) if clf.input_kind == "uint8" else clf.prep.standardize(cube)
+    ex = PatchExtractor(x, clf.patch_size)
+    h, w = cube.shape[:2]
+    rows, cols = np.divmod(np.arange(h * w), w)
+    out = [
+        clf.runner.run(ex.gather(rows[i : i + batch], cols[i : i + batch]).numpy())
+        for i in range(0, h * w, batch)
+    ]
+    return np.concatenate(out).reshape(h, w, -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing maps
+
+
+def class_colors(k: int) -> np.ndarray:
+    """``(k, 3)`` RGB in [0, 1]: tab20 and tab20b/c first (distinct), then evenly spaced hues."""
+    import matplotlib
+
+    cols = [matplotlib.colormaps[name](i)[:3] for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    if k > len(cols):
+        import colorsys
+
+        cols += [colorsys.hsv_to_rgb(i / (k - len(cols)), 0.8, 0.9) for i in range(k - len(cols))]
+    return np.asarray(cols[:k], dtype=np.float64)
+
+
+def to_class_ids(pred: np.ndarray, class_ids: list[int]) -> np.ndarray:
+    """Class indices → original ground-truth ids (0 where ``pred`` is -1), in the smallest unsigned dtype."""
+    lut = np.asarray([0, *class_ids], dtype=np.int64)
+    dtype = np.uint8 if lut.max() < 256 else (np.uint16 if lut.max() < 65536 else np.uint32)
+    return lut[pred.astype(np.int64) + 1].astype(dtype)
+
+
+def rgb_map(pred: np.ndarray, k: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 image of class indices; -1 is black."""
+    lut = np.vstack([np.zeros((1, 3)), class_colors(k)])
+    return np.rint(255 * lut).astype(np.uint8)[pred.astype(np.intp) + 1]
+
+
+def legend_handles(class_ids: list[int], class_names: list[str]):
+    from matplotlib.patches import Patch
+
+    colors = class_colors(len(class_ids))
+    return [
+        Patch(facecolor=colors[i], edgecolor="none", label=f"{cid} {name}")
+        for i, (cid, name) in enumerate(zip(class_ids, class_names))
+    ]
+
+
+def check_map_path(path: str | Path) -> Path:
+    """Refuse an output whose suffix is not a map format, or a GeoTIFF without rasterio (before any work)."""
+    p = Path(path)
+    suf = p.suffix.lower()
+    if suf not in MAP_SUFFIXES:
+        raise BlmkdError(f"{p.name}: map output must end in {', '.join(MAP_SUFFIXES)}")
+    if suf in (".tif", ".tiff"):
+        try:
+            import rasterio  # noqa: F401
+        except ImportError:
+            raise BlmkdError(
+                f"{p.name}: writing GeoTIFF needs rasterio (pip install 'blmkd[geo]'); use .png or .npy"
+            ) from None
+    return p
+
+
+def write_map(
+    path: str | Path, pred: np.ndarray, class_ids: list[int], class_names: list[str], title: str = ""
+) -> Path:
+    """Write a map by suffix: ``.npy`` original class ids, ``.png`` colour map with legend, ``.tif`` GeoTIFF."""
+    from blmkd.io import atomic_path
+
+    p = check_map_path(path)
+    suf = p.suffix.lower()
+    if suf == ".npy":
+        with atomic_path(p, suffix=".npy") as tmp:
+            np.save(tmp, to_class_ids(pred, class_ids))
+    elif suf == ".png":
+        _write_png(p, pred, class_ids, class_names, title)
+    else:
+        _write_geotiff(p, to_class_ids(pred, class_ids))
+    return p
+
+
+def _write_png(path: Path, pred: np.ndarray, class_ids, class_names, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from blmkd.io import atomic_path
+
+    side = max(pred.shape)
+    if side > 2000:  # nearest-neighbour subsampling: a display map; the .npy keeps every pixel
+        step = -(-side // 2000)
+        pred = pred[::step, ::step]
+    h, w = pred.shape
+    scale = min(2000, max(600, max(h, w))) / max(h, w)  # long side 600..2000 px at 100 dpi
+    img_w, img_h = w * scale / 100, h * scale / 100  # inches
+    ncol = 1 if len(class_ids) <= 24 else 2
+    legend_w, top = 2.6 * ncol, 0.35 if title else 0.05
+    fig_w, fig_h = img_w + legend_w, max(img_h + top, 0.2 * len(class_ids) / ncol + 0.6)
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=100)
+    ax = fig.add_axes((0.0, (fig_h - top - img_h) / fig_h, img_w / fig_w, img_h / fig_h))
+    ax.imshow(rgb_map(pred, len(class_ids)), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.legend(handles=legend_handles(class_ids, class_names), loc="center left",
+               bbox_to_anchor=(img_w / fig_w + 0.01, 0.5), fontsize=7, frameon=False, ncol=ncol)  # fmt: skip
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _write_geotiff(path: Path, ids: np.ndarray) -> None:
+    import rasterio
+
+    from blmkd.io import atomic_path
+
+    with atomic_path(path, suffix=".tif") as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", height=ids.shape[0], width=ids.shape[1], count=1,
+                           dtype=str(ids.dtype), nodata=0, compress="deflate") as dst:  # fmt: skip
+            dst.write(ids, 1)
+
+
+def load_scene_for_map(scene: str, gt: str | None = None):
+    """``(cube, labels or None, name, class_ids or None)`` of a registry name or a file; a ``.npy``
+    without ``--gt`` is a bare cube (a .npy file holds one array, so it cannot carry ground truth)."""
+    from blmkd.data import load_scene
+
+    p = Path(scene)
+    if gt is None and p.suffix.lower() == ".npy" and p.is_file():
+        try:
+            cube = np.load(p, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{p}: not a readable .npy cube ({exc})") from None
+        if cube.ndim != 3:
+            raise DataError(f"{p}: a cube must be (H, W, bands), got shape {cube.shape}")
+        return cube, None, p.stem, None
+    s = load_scene(scene, gt)
+    return s.cube, s.labels, s.name, list(s.class_ids)

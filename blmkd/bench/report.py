@@ -1,0 +1,416 @@
+"""The benchmark report: report.md, a self-contained report.html, report.json and the plots.
+
+Plots (matplotlib, Agg backend):
+
+* ``maps.png``: ground truth and every artifact's whole-scene classification map side by side;
+* ``confusion.png``: the row-normalised test confusion matrix of the deployed artifact (the last
+  model given that ran, e.g. the INT8 student after the teacher and the FP32 student);
+* ``pareto.png``: test OA against batch-1 latency of all artifacts, with the Pareto front;
+* ``latency.png``: the batch-1 latency distribution per artifact and throughput against batch size.
+
+The HTML embeds the images as base64, so it can be mailed or attached as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from blmkd.io import atomic_path, atomic_write_json, atomic_write_text
+
+PLOTS = ("maps.png", "confusion.png", "pareto.png", "latency.png")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    plt = _plt()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _short(row: dict) -> str:
+    return row.get("name", row.get("path", "?"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_maps(
+    path: Path, labels: np.ndarray, maps: list[tuple[str, np.ndarray]], class_ids, class_names
+) -> None:
+    """Ground truth and each (title, class-index map) side by side, one shared legend."""
+    from blmkd.bench.predict import legend_handles, rgb_map
+
+    plt = _plt()
+    panels = [("ground truth", labels)] + maps
+    n = len(panels)
+    ncol = n if n <= 4 else min(4, -(-n // 2))
+    nrow = -(-n // ncol)
+    h, w = labels.shape
+    cell = 3.4
+    fig, axes = plt.subplots(nrow, ncol, figsize=(cell * ncol * min(2.0, max(0.5, w / h)) + 2.6, (cell + 0.45) * nrow),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (title, m) in zip(axes.ravel(), panels):
+        ax.imshow(rgb_map(m, len(class_ids)), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    fig.legend(
+        handles=legend_handles(class_ids, class_names), loc="outside right center", fontsize=7, frameon=False
+    )
+    _save(fig, path)
+
+
+def plot_confusion(path: Path, cm: np.ndarray, class_names, title: str) -> None:
+    """Row-normalised confusion matrix (rows: true class) with the counts on the diagonal."""
+    plt = _plt()
+    k = len(class_names)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.38 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), [n[:18] for n in class_names], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(k), [n[:18] for n in class_names], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=5.5,
+                            color="white" if norm[i, j] > 0.6 else "black")  # fmt: skip
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower latency and higher-or-equal accuracy),
+    in order of latency. ``points`` are (latency, accuracy)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(path: Path, rows: list[dict]) -> None:
+    plt = _plt()
+    ok = [r for r in rows if r["status"] == "ok" and r.get("latency")]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    pts = [(r["latency"]["p50_ms"], 100 * r["oa"]) for r in ok]
+    front = pareto_front(pts)
+    # Numbered points and a legend: names of artifacts with similar latency would overlap.
+    for i, (r, (x, y)) in enumerate(zip(ok, pts)):
+        on = i in front
+        ax.scatter(
+            x,
+            y,
+            s=90,
+            color="C3" if on else "C0",
+            zorder=3,
+            label=f"{i + 1}  {_short(r)}" + (" (Pareto)" if on else ""),
+        )
+        ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=7, color="white", zorder=4)
+    if len(front) > 1:
+        fx, fy = zip(*[pts[i] for i in front])
+        ax.step(fx, fy, where="post", color="C3", lw=1, alpha=0.7)
+    if ok:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handletextpad=0.3)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
+    ax.set_ylabel("test OA (%)")
+    ax.set_title("accuracy vs latency", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if pts:
+        lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
+        ax.set_ylim(lo - max(1.0, 0.1 * (hi - lo)), hi + max(1.0, 0.1 * (hi - lo)))
+    _save(fig, path)
+
+
+def _horizontal() -> dict:
+    import matplotlib
+
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
+def _plain_log_ticks(axis) -> None:
+    """``0.05`` rather than ``5×10⁻²`` on a log axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def plot_latency(path: Path, rows: list[dict]) -> None:
+    plt = _plt()
+    ok = [r for r in rows if r["status"] == "ok" and r.get("latency_samples_ms")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.45 * len(ok) + 1.5)))
+    if ok:
+        a1.boxplot([r["latency_samples_ms"] for r in ok], **_horizontal(), whis=(1, 99), showfliers=True,
+                   flierprops={"markersize": 2, "alpha": 0.4})  # fmt: skip
+        a1.set_yticks(range(1, len(ok) + 1), [_short(r) for r in ok], fontsize=7)
+        a1.set_xscale("log")
+        _plain_log_ticks(a1.xaxis)
+    a1.set_xlabel("batch-1 latency (ms, log scale; whiskers p1-p99)")
+    a1.set_title("latency distribution", fontsize=10)
+    a1.grid(True, axis="x", which="both", alpha=0.3)
+    for r in ok:
+        t = r.get("throughput") or []
+        a2.plot([e["batch"] for e in t], [e["px_s"] for e in t], marker="o", ms=3, label=_short(r))
+    a2.set_xscale("log")
+    a2.set_yscale("log")
+    a2.set_xlabel("batch size")
+    a2.set_ylabel("pixels / s")
+    a2.set_title("throughput", fontsize=10)
+    a2.grid(True, which="both", alpha=0.3)
+    if ok:
+        a2.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def _f(v, fmt: str, scale: float | None = None) -> str:
+    if v is None:
+        return "—"
+    return format(v if scale is None else v * scale, fmt)
+
+
+def main_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Ultralytics-style: format | status | size MB | OA | latency ms | px/s | memory MB."""
+    head = ["Model · format", "Status", "Size (MB)", "OA (%)", "Latency p50 (ms)", "px/s", "Memory (MB)"]
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            mark = "❌ failed" if r["status"] == "failed" else "➖ skipped"
+            body.append([_short(r), f"{mark}: {r['reason']}", "—", "—", "—", "—", "—"])
+            continue
+        body.append([
+            _short(r), "✅", _f(r.get("size_mb"), ".3f"), _f(r.get("oa"), ".2f", 100),
+            _f(r["latency"]["p50_ms"], ".4f"), _f(r.get("best_px_s"), ",.0f"), _f(r.get("memory_mb"), ".1f"),
+        ])  # fmt: skip
+    return head, body
+
+
+def detail_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["Model · format", "AA (%)", "κ ×100", "Agreement (%)", "p90 (ms)", "p99 (ms)", "Parameters",
+            "MFLOP/px", "% of matmul peak", "Map px/s", "Power (W)", "Energy (mJ/kpx)"]  # fmt: skip
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        m = r.get("map") or {}
+        body.append([
+            _short(r), _f(r.get("aa"), ".2f", 100), _f(r.get("kappa"), ".2f", 100), _f(r.get("agreement"), ".2f", 100),
+            _f(r["latency"]["p90_ms"], ".4f"), _f(r["latency"]["p99_ms"], ".4f"), _f(r.get("parameters"), ","),
+            _f(r.get("flops_per_px"), ".3f", 1e-6), _f(r.get("peak_fraction"), ".2f", 100), _f(m.get("px_s"), ",.0f"),
+            _f(r.get("power_w"), ".2f"), _f(r.get("energy_mj_per_kpx"), ".3f"),
+        ])  # fmt: skip
+    return head, body
+
+
+def throughput_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    batches = sorted({t["batch"] for r in rows if r["status"] == "ok" for t in r.get("throughput", [])})
+    head = ["Model · format"] + [f"px/s @ {b}" for b in batches]
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        by = {t["batch"]: t["px_s"] for t in r.get("throughput", [])}
+        body.append([_short(r)] + [_f(by.get(b), ",.0f") for b in batches])
+    return head, body
+
+
+def verdict_table(verdicts: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["Target", "Model · format", "Verdict", "Checks", "Caveat"]
+    body = [[v["target"], v["artifact"], v["verdict"], "; ".join(c["text"] for c in v["checks"]), v["caveat"] or ""]
+            for v in verdicts]  # fmt: skip
+    return head, body
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in row] for row in body]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in esc]
+    return "\n".join(lines)
+
+
+def _html_table(head: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+
+def _summary_lines(result: dict) -> list[str]:
+    m, d, s, pk = result["machine"], result["data"], result["settings"], result["matmul_peak"]
+    peak = (
+        f"{pk['gflops']:.1f} GFLOP/s FP32 ({pk['n']}×{pk['n']} matmul, threads {pk.get('threads')})"
+        if pk.get("gflops")
+        else pk.get("note", "—")
+    )
+    return [
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch threads {m['torch_threads']}, load average {_f(m.get('load_avg_1min'), '.2f')}"
+        + (f", GPU {m['cuda']}" if m.get("cuda") else "")
+        + (f", {m['jetson']}" if m.get("jetson") else ""),
+        f"Measured matmul peak: {peak}",
+        f"Data: {d['scene']} {d['shape'][0]}×{d['shape'][1]}×{d['shape'][2]}, split {d['split'].get('strategy')} "
+        f"(seed {d['split'].get('seed')}, digest {d['split'].get('digest')}), {d['evaluated_pixels']} of {d['test_pixels']} "
+        f"test pixels, {d['patch_size']}×{d['patch_size']} patches (from {d['from']})",
+        f"Settings: device {s['device']}, batches {s['batches']}, {s['runs']} timed batch-1 runs after warm-up, "
+        f"threads {s['threads'] or 'library default'}",
+        f"Versions: torch {m['torch']}, onnxruntime {m['onnxruntime']}, python {m['python']}; {result['created']}",
+    ]
+
+
+def write_report(result: dict, extras: list[dict], out_dir: Path, bundle) -> dict:
+    """Write report.md, report.html, report.json and the plots into ``out_dir``.
+
+    Args:
+        result: what :func:`blmkd.bench.runner.run_bench` returns (before the ``report`` key).
+        extras: per row, the non-JSON parts: ``map`` (class-index map), ``confusion``.
+        out_dir: the report folder (created).
+        bundle: the data the rows were measured on (ground truth, class names).
+
+    Returns:
+        ``{"dir", "markdown", "html", "json", "plots": [...]}`` (paths as strings).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    sc = bundle.scene
+    plots: dict[str, Path] = {}
+
+    maps = [
+        (f"{_short(r)}\nOA {100 * r['oa']:.2f}%", e["map"])
+        for r, e in zip(rows, extras)
+        if r["status"] == "ok" and "map" in e
+    ]
+    if maps:
+        plot_maps(out_dir / "maps.png", sc.labels, maps, sc.class_ids, sc.class_names)
+        plots["maps"] = out_dir / "maps.png"
+    deployed = [(r, e) for r, e in zip(rows, extras) if r["status"] == "ok" and "confusion" in e]
+    if deployed:
+        r, e = deployed[-1]
+        plot_confusion(
+            out_dir / "confusion.png",
+            e["confusion"],
+            sc.class_names,
+            f"{_short(r)}: test confusion (OA {100 * r['oa']:.2f}%)",
+        )
+        plots["confusion"] = out_dir / "confusion.png"
+        result["deployed"] = _short(r)
+    if any(r["status"] == "ok" for r in rows):
+        plot_pareto(out_dir / "pareto.png", rows)
+        plot_latency(out_dir / "latency.png", rows)
+        plots["pareto"], plots["latency"] = out_dir / "pareto.png", out_dir / "latency.png"
+
+    files = {
+        "dir": str(out_dir),
+        "markdown": str(out_dir / "report.md"),
+        "html": str(out_dir / "report.html"),
+        "json": str(out_dir / "report.json"),
+        "plots": [str(p) for p in plots.values()],
+    }
+    tables = [
+        ("Benchmark", main_table(rows)),
+        ("Accuracy, latency tail, size and compute", detail_table(rows)),
+        ("Throughput by batch size", throughput_table(rows)),
+        ("Target budgets", verdict_table(result["verdicts"])),
+    ]
+    notes = _notes(result)
+    captions = {
+        "maps": "Whole-scene classification maps (black: unlabelled in the ground truth)",
+        "confusion": "Confusion matrix of the deployed artifact (test pixels, row-normalised %)",
+        "pareto": "Accuracy vs batch-1 latency; red: the Pareto front",
+        "latency": "Batch-1 latency distribution and throughput vs batch size",
+    }
+
+    md = ["# blmkd benchmark report", ""] + [f"- {line}" for line in _summary_lines(result)] + [""]
+    for title, (head, body) in tables:
+        md += [f"## {title}", "", _md_table(head, body), ""]
+    md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    for key, p in plots.items():
+        md += [f"## {captions[key]}", "", f"![{key}]({p.name})", ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(md))
+
+    css = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
+           "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}"
+           "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+           "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+           "li{margin:0.2em 0}")  # fmt: skip
+    body = (
+        ["<h1>blmkd benchmark report</h1><ul>"]
+        + [f"<li>{html.escape(x)}</li>" for x in _summary_lines(result)]
+        + ["</ul>"]
+    )
+    for title, (head, rows_) in tables:
+        body += [f"<h2>{html.escape(title)}</h2>", _html_table(head, rows_)]
+    body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
+    for key, p in plots.items():
+        b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+        body += [
+            f"<h2>{html.escape(captions[key])}</h2>",
+            f'<img alt="{key}" src="data:image/png;base64,{b64}">',
+        ]
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>blmkd benchmark</title><style>{css}</style></head><body>{''.join(body)}</body></html>"
+    atomic_write_text(out_dir / "report.html", page)
+
+    atomic_write_json(
+        out_dir / "report.json", json.loads(json.dumps({**result, "report": files}, default=_default))
+    )
+    return files
+
+
+def _notes(result: dict) -> list[str]:
+    rows = result["rows"]
+    notes = [
+        "Latency: one patch per call, perf_counter after 10 warm-up calls (CUDA synchronised); px/s: the best over the batch sizes.",
+        "Memory: peak growth of the process while the artifact was opened, evaluated and timed "
+        + "("
+        + ", ".join(sorted({r["memory_method"] for r in rows if r.get("memory_method")}))
+        + "); "
+        "memory the allocator already held from earlier rows is reused without growing it.",
+        "Agreement: argmax agreement with the model's FP32 reference (first FP32 artifact of the same source checkpoint) on the test pixels.",
+        "% of matmul peak: FLOPs per pixel (matmul/conv only) × best px/s ÷ the FP32 matmul GFLOP/s measured in this run.",
+    ]
+    power = {r.get("power_note") for r in rows if r["status"] == "ok" and r.get("power_note")}
+    notes += [f"Power: {p}" for p in sorted(power)]
+    maps = [r for r in rows if r.get("map")]
+    if maps:
+        notes.append(
+            "Map px/s: the whole scene classified in row tiles (reading, preprocessing and inference); "
+            + ", ".join(f"{_short(r)}: {r['map']['mode']} path" for r in maps)
+        )
+    return notes
+
+
+def _default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,257 @@
+"""`blmkd bench` (artifacts side by side, edge target verdicts, reports) and `blmkd predict` (scene maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from blmkd.cli import common as C
+from blmkd.errors import BlmkdError
+
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", help="torch / ONNX Runtime intra-op threads (default: the libraries' own)."),
+]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+Tile = Annotated[
+    int, typer.Option("--tile", help="Rows per tile of the streamed scene (memory grows with it).")
+]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise BlmkdError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise BlmkdError(f"{what} must be positive integers, got {text!r}")
+    return vals
+
+
+def bench(
+    models: Annotated[
+        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files, TensorRT engines.")
+    ],
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Read this dataset instead of the one the first model records."),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Target profile to judge (repeatable): cpu, cuda, jetson-orin-nano[@7W|@15W|@25W], jetson-agx-orin[@15W..@60W], drone, smallsat. Default: this machine's.",
+        ),
+    ] = None,
+    targets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--targets-file", help="TOML file overriding or adding target profiles ([targets.<name>] tables)."
+        ),
+    ] = None,
+    batch: Annotated[
+        str, typer.Option("--batch", help="Batch sizes: 1 gives the latency, the others the throughput.")
+    ] = "1,64,1024",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write report.md/.html/.json and plots into this folder.")
+    ] = None,
+    device: Device = "cpu",
+    runs: Annotated[
+        int,
+        typer.Option(
+            "--runs", help="Timed batch-1 calls after warm-up (a tenth of it at the larger batches)."
+        ),
+    ] = 100,
+    threads: Threads = None,
+    eval_size: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-size",
+            help="Evaluate accuracy on a seeded sample of this many test pixels (default: all).",
+        ),
+    ] = None,
+    maps: Annotated[
+        bool | None,
+        typer.Option(
+            "--maps/--no-maps", help="Classify the whole scene with every artifact (default: with --report)."
+        ),
+    ] = None,
+    tile: Tile = 256,
+) -> None:
+    """Benchmark artifacts of a model on the same test split: accuracy, latency, throughput, memory.
+
+    Every artifact is evaluated on the test split recorded in the first checkpoint (or the first
+    ONNX file's metadata) and timed the same way; a row that fails keeps its reason. With
+    --device cuda, PyTorch runs in FP32 and FP16/BF16 autocast and ONNX files on the ONNX Runtime
+    CUDA and TensorRT providers, each skipped with the reason where this machine lacks it.
+    """
+    from blmkd.bench.runner import run_bench
+
+    def log(s: str) -> None:
+        C.console.print(s, markup=False, highlight=False)
+
+    targets = [t for item in (target or []) for t in item.split(",") if t] or None
+    with C.console.status("benchmarking ..."):
+        res = run_bench(models, report, dataset=dataset, targets=targets, targets_file=targets_file,
+                        batches=_ints(batch, "--batch"), device=device, runs=runs, threads=threads,
+                        eval_size=eval_size, maps=maps, tile=tile, log=log)  # fmt: skip
+    C.console.print(_table(res))
+    for v in res["verdicts"]:
+        colour = {"PASS": "green", "FAIL": "red"}.get(v["verdict"], "yellow")
+        checks = "; ".join(c["text"] for c in v["checks"])
+        C.console.print(
+            f"[{colour}]{v['target']}: {v['verdict']}[/] {v['artifact']}: {checks}"
+            + (f" ({v['caveat']})" if v["caveat"] else ""),
+            highlight=False,
+        )
+    if res.get("report"):
+        C.console.print(f"report: {res['report']['html']}")
+
+
+def _table(res: dict):
+    from rich.table import Table
+
+    from blmkd.bench.report import main_table
+
+    head, body = main_table(res["rows"])
+    pk = res["matmul_peak"].get("gflops")
+    t = Table(title=f"blmkd bench on {res['data']['scene']} ({res['data']['evaluated_pixels']} test px)"
+              + (f", matmul peak {pk:.1f} GFLOP/s" if pk else ""))  # fmt: skip
+    for h in head:
+        t.add_column(h, justify="left" if h in ("Model · format", "Status") else "right", overflow="fold")
+    for row in body:
+        t.add_row(*row)
+    return t
+
+
+def predict(
+    model: Annotated[
+        Path, typer.Argument(help="Checkpoint (or run directory), ONNX file or TensorRT engine.")
+    ],
+    scene: Annotated[
+        str, typer.Option("--scene", help="Registry name or cube file (a .npy is memory-mapped).")
+    ],
+    out: Annotated[
+        list[Path],
+        typer.Option(
+            "--out",
+            "-o",
+            help="Map file(s): .png (colour map + legend), .npy (class ids), .tif (GeoTIFF, needs rasterio). Repeatable.",
+        ),
+    ],
+    gt: C.GT = None,
+    mask_unlabelled: Annotated[
+        bool,
+        typer.Option(
+            "--mask-unlabelled",
+            help="Classify only pixels labelled in the ground truth (the rest is 0 / black).",
+        ),
+    ] = False,
+    tile: Tile = 256,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch", help="Windows per model call (default: 64 for ONNX Runtime, 256 for PyTorch)."
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="auto | encode (students: encoder once per tile) | encode-ort (same, windows in ONNX Runtime; auto for students on CPU) | patch (per-window inference).",
+        ),
+    ] = "auto",
+    device: Device = "cpu",
+    threads: Threads = None,
+    progress: C.Progress = True,
+) -> None:
+    """Classify every pixel of a scene and write the map, streaming row tiles in bounded memory."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from blmkd.bench.memory import peak_rss_bytes
+    from blmkd.bench.predict import (
+        check_map_path,
+        load_scene_for_map,
+        open_classifier,
+        predict_scene,
+        write_map,
+    )
+    from blmkd.io import atomic_write_json
+
+    paths = [check_map_path(p) for p in out]
+    if threads:
+        torch.set_num_threads(threads)
+    clf = open_classifier(model, device=device, threads=threads, mode=mode)
+    cube, labels, name, scene_ids = load_scene_for_map(scene, str(gt) if gt else None)
+    if mask_unlabelled and labels is None:
+        raise BlmkdError(f"--mask-unlabelled needs ground truth; {scene} has none (pass --gt)")
+    mask = (labels >= 0) if mask_unlabelled else None
+    h, w, b = cube.shape
+    C.console.print(
+        f"{clf.label} ({clf.name}): {clf.mode} path, {h}×{w}×{b} {name}, tiles of {tile} rows",
+        highlight=False,
+    )
+    if clf.note:
+        C.console.print(f"note: {clf.note}", highlight=False)
+    t0 = time.perf_counter()
+    with _progress(progress, h) as cb:
+        sm = predict_scene(clf, cube, tile=tile, batch=batch, mask=mask, progress=cb)
+    summary = {
+        "model": str(model), "scene": scene, "shape": [h, w, b], "mode": sm.mode, "tile": tile, "batch": sm.batch,
+        "pixels": sm.pixels, "seconds": sm.seconds, "px_s": sm.px_per_s, "peak_rss_mb": (peak_rss_bytes() or 0) / 2**20,
+        "classes": [{"index": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(clf.class_ids, clf.class_names))],
+    }  # fmt: skip
+    if labels is not None and scene_ids == clf.class_ids:
+        lab = labels >= 0
+        summary["oa_labelled"] = float((sm.pred[lab] == labels[lab]).mean()) if lab.any() else None
+    for p in paths:
+        write_map(p, sm.pred, clf.class_ids, clf.class_names, title=f"{clf.label} on {name}")
+    atomic_write_json(paths[0].with_suffix(".json"), summary)
+    counts = np.bincount(sm.pred[sm.pred >= 0].ravel(), minlength=clf.num_classes)
+    C.console.print(
+        f"{sm.pixels:,} px in {sm.seconds:.2f} s = {sm.px_per_s:,.0f} px/s; peak RSS {summary['peak_rss_mb']:.0f} MB; "
+        f"{int((counts > 0).sum())} classes present" + (f"; OA over labelled px {100 * summary['oa_labelled']:.2f}% (includes training px)"
+        if summary.get("oa_labelled") is not None else ""), highlight=False)  # fmt: skip
+    C.console.print(
+        "wrote "
+        + ", ".join(str(p) for p in [*paths, paths[0].with_suffix(".json")])
+        + f" in {time.perf_counter() - t0:.1f} s"
+    )
+
+
+class _progress:
+    """A rich progress bar over scene rows (a no-op callback when disabled)."""
+
+    def __init__(self, enabled: bool, total: int):
+        import os
+
+        self.enabled = enabled and os.environ.get("BLMKD_NO_PROGRESS") != "1"
+        self.total = total
+        self._p = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(
+            TextColumn("rows"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), console=C.console
+        )
+        self._p.__enter__()
+        task = self._p.add_task("rows", total=self.total)
+        return lambda done, total: self._p.update(task, completed=done)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+    app.command("predict")(predict)

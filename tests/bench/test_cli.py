@@ -1,0 +1,121 @@
+"""`blmkd bench` and `blmkd predict` end to end on tiny checkpoints trained on real Indian Pines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from blmkd.bench.machine import cuda_status
+from blmkd.cli import app, main
+
+runner = CliRunner(env={"COLUMNS": "220", "BLMKD_NO_PROGRESS": "1"})
+
+
+@pytest.fixture(scope="module")
+def bench_run(teacher_ckpt, student_ckpt, student_onnx, tmp_path_factory):
+    """One `blmkd bench` with a report over teacher, student, its INT8 ONNX, a corrupt ONNX file and
+    an engine this machine cannot run."""
+    d = tmp_path_factory.mktemp("bench")
+    bad = d / "corrupt.onnx"
+    bad.write_bytes(b"not an onnx file")
+    engine = d / "student.fp16.engine"
+    engine.write_bytes(b"\0" * 16)
+    models = [teacher_ckpt.path, student_ckpt.path, student_onnx["int8"], bad, engine]
+    toml = d / "targets.toml"
+    toml.write_text("[targets.drone]\nlatency_ms = 1000\nmin_throughput_px_s = 1\nmemory_mb = 100000\n")
+    args = ["bench", *map(str, models), "--report", str(d / "report"), "--runs", "20", "--batch", "1,32",
+            "--eval-size", "400", "--threads", "1", "--target", "cpu,drone", "--targets-file", str(toml)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output, d / "report", json.loads((d / "report" / "report.json").read_text())
+
+
+def test_bench_rows_carry_measurements(bench_run):
+    out, _, rep = bench_run
+    rows = rep["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed", "skipped"]
+    assert "ONNX Runtime cannot load it" in rows[3]["reason"]
+    assert "TensorRT" in rows[4]["reason"]
+    for r in rows[:3]:
+        assert 0 <= r["oa"] <= 1 and r["test_pixels"] == 400
+        lat = r["latency"]
+        assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["runs"] >= 5
+        assert [t["batch"] for t in r["throughput"]] == [1, 32] and r["best_px_s"] > 0
+        assert r["memory_mb"] is not None and r["size_mb"] > 0 and r["parameters"] > 0 and r["flops_per_px"] > 0
+        assert 0 < r["peak_fraction"] < 2 and r["map"]["pixels"] == 145 * 145
+        assert r["power_w"] is None and "not found" in r["power_note"]
+    teacher, student, int8 = rows[:3]
+    assert teacher["format"] == "PyTorch" and teacher["model"] == "ssa_mamba_test" and teacher["agreement"] == 1.0
+    assert student["map"]["mode"] == "encode-ort" and int8["map"]["mode"] == "patch"
+    assert int8["format"] == "ONNX INT8" and int8["reference"] == student["name"]  # same source checkpoint
+    assert 0 < int8["agreement"] <= 1 and int8["parameters"] == student["parameters"]
+    assert rep["matmul_peak"]["gflops"] > 0 and rep["data"]["test_pixels"] > 8000
+    assert "blm_test · ONNX INT8" in out and "❌ failed" in out and "➖ skipped" in out
+
+
+def test_report_files_carry_the_numbers(bench_run):
+    _, d, rep = bench_run
+    for name in ("report.md", "report.html", "maps.png", "confusion.png", "pareto.png", "latency.png"):
+        assert (d / name).stat().st_size > 1000, name
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    for r in rep["rows"][:3]:
+        for text in (f"{100 * r['oa']:.2f}", f"{r['latency']['p50_ms']:.4f}", f"{r['best_px_s']:,.0f}", f"{r['memory_mb']:.1f}"):
+            assert text in md and text in page, text
+    assert md.count("data:image") == 0 and page.count("data:image/png;base64,") == 4  # self-contained HTML
+    assert "corrupt.onnx" in md and "❌ failed" in md
+    verdicts = {(v["target"], v["artifact"]): v for v in rep["verdicts"]}
+    assert len(verdicts) == 2 * 3
+    drone = verdicts[("drone", rep["rows"][1]["name"])]  # generous budgets from the TOML file
+    assert drone["verdict"] == "INCOMPLETE" and drone["checks"][-1]["passed"] is None  # power unmeasured
+    cpu = verdicts[("cpu", rep["rows"][0]["name"])]
+    assert cpu["verdict"] in ("PASS", "FAIL") and "latency" in md and "drone" in md
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="a CUDA GPU is present")
+def test_bench_on_cuda_skips_cleanly_here(student_ckpt, student_onnx):
+    from blmkd.bench.runner import run_bench
+
+    res = run_bench([student_ckpt.path, student_onnx["fp32"]], device="cuda", runs=5, log=lambda s: None)
+    rows = res["rows"]
+    assert len(rows) == 5 and all(r["status"] == "skipped" and r["reason"] for r in rows)
+    assert {r["variant"] for r in rows} == {"", "fp16-autocast", "bf16-autocast", "CUDAExecutionProvider",
+                                           "TensorrtExecutionProvider"}  # fmt: skip
+    assert res["matmul_peak"]["gflops"] is None and res["verdicts"] == []
+
+
+def test_predict_with_onnx_writes_maps(student_onnx, tmp_path):
+    png, npy = tmp_path / "map.png", tmp_path / "map.npy"
+    result = runner.invoke(app, ["predict", str(student_onnx["int8"]), "--scene", "indian_pines", "-o", str(png),
+                                 "-o", str(npy), "--mask-unlabelled", "--threads", "1"])  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    ids = np.load(npy)
+    from blmkd.data import load_scene
+
+    sc = load_scene("indian_pines")
+    assert ids.shape == (145, 145) and ((ids == 0) == (sc.labels < 0)).all()
+    assert set(np.unique(ids[ids > 0])) <= set(sc.class_ids)
+    summary = json.loads((tmp_path / "map.json").read_text())
+    assert summary["mode"] == "patch" and summary["pixels"] == int((sc.labels >= 0).sum())
+    assert 0 <= summary["oa_labelled"] <= 1 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "px/s" in result.output
+
+
+def _error_line(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code != 0 and err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_errors_are_one_line(capsys, student_ckpt, tmp_path):
+    assert "not found" in _error_line(capsys, ["bench", str(tmp_path / "missing.safetensors")])
+    assert "not found" in _error_line(capsys, ["predict", str(tmp_path / "missing.onnx"), "--scene", "indian_pines",
+                                               "-o", str(tmp_path / "m.png")])  # fmt: skip
+    ck = str(student_ckpt.path)
+    assert "unknown target" in _error_line(capsys, ["bench", ck, "--target", "toaster"])
+    assert "--batch" in _error_line(capsys, ["bench", ck, "--batch", "1,x"])
+    assert "must end in" in _error_line(capsys, ["predict", ck, "--scene", "indian_pines", "-o", str(tmp_path / "m.jpg")])

@@ -1,0 +1,143 @@
+"""Scene maps: tiles with halos equal the once-padded extractor, every path equals per-patch inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blmkd.bench.predict import (
+    open_classifier,
+    predict_patches_ref,
+    predict_scene,
+    reflect_index,
+    release_pages,
+    tile_input,
+    to_class_ids,
+    write_map,
+)
+from blmkd.checkpoint import save_checkpoint
+from blmkd.data import make_synthetic_scene
+from blmkd.data.patches import PatchExtractor
+from blmkd.data.preprocess import fit_preprocessing
+from blmkd.errors import BlmkdError
+from blmkd.models import create_model
+
+P = 5
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_synthetic_scene(23, 19, 12, 4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def prep(scene):
+    return fit_preprocessing(scene.cube, np.random.default_rng(0).random(scene.labels.shape) < 0.3)
+
+
+def _checkpoint(name, scene, prep, path):
+    torch.manual_seed(1)
+    model = create_model(name, bands=scene.bands, num_classes=scene.num_classes).eval()
+    if model.input_kind == "uint8":
+        model.set_dequant(*[torch.as_tensor(a) for a in prep.dequant_affine()])
+    classes = [{"index": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(scene.class_ids, scene.class_names))]
+    return save_checkpoint(path, model, {"data": {"patch_size": P, "classes": classes}, "preprocessing": prep.to_dict()})
+
+
+@pytest.fixture(scope="module")
+def student(scene, prep, tmp_path_factory):
+    return _checkpoint("blm_test", scene, prep, tmp_path_factory.mktemp("s") / "student.safetensors")
+
+
+@pytest.fixture(scope="module")
+def teacher(scene, prep, tmp_path_factory):
+    return _checkpoint("ssa_mamba_test", scene, prep, tmp_path_factory.mktemp("t") / "teacher.safetensors")
+
+
+def test_reflect_index_is_np_pad_reflect():
+    a = np.arange(9)
+    for r in (1, 3, 8):
+        assert np.array_equal(a[reflect_index(-r, 9 + r, 9)], np.pad(a, r, mode="reflect"))
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float"])
+@pytest.mark.parametrize(("r0", "r1"), [(0, 4), (2, 11), (17, 23), (0, 23)])
+def test_tile_windows_equal_the_once_padded_extractor(scene, prep, kind, r0, r1):
+    full = prep.to_bytes(scene.cube) if kind == "uint8" else prep.standardize(scene.cube)
+    ex = PatchExtractor(full, P)
+    x = tile_input(scene.cube, prep, kind, r0, r1, P // 2)
+    assert x.shape == (r1 - r0 + P - 1, scene.width + P - 1, scene.bands) and x.dtype == full.dtype
+    rows, cols = np.divmod(np.arange((r1 - r0) * scene.width), scene.width)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (P, P), axis=(0, 1))[rows, cols]  # (N, B, P, P)
+    assert np.array_equal(windows, ex.gather(rows + r0, cols).numpy())
+
+
+@pytest.mark.parametrize("mode", ["encode", "encode-ort", "patch"])
+def test_student_paths_equal_per_patch_inference(student, scene, mode):
+    clf = open_classifier(student, mode=mode)
+    assert clf.mode == mode and clf.input_kind == "uint8"
+    ref = predict_patches_ref(clf, scene.cube)  # (H, W, K)
+    sm = predict_scene(clf, scene.cube, tile=7, batch=50, return_logits=True)
+    np.testing.assert_allclose(sm.logits, ref, atol=1e-4, rtol=0)
+    assert np.array_equal(sm.pred, ref.argmax(-1)) and sm.pixels == scene.height * scene.width
+
+
+def test_teacher_patch_path_equals_per_patch_inference(teacher, scene):
+    clf = open_classifier(teacher)
+    assert clf.mode == "patch" and clf.input_kind == "float"
+    ref = predict_patches_ref(clf, scene.cube)
+    sm = predict_scene(clf, scene.cube, tile=6, return_logits=True)
+    np.testing.assert_allclose(sm.logits, ref, atol=1e-4, rtol=0)
+    assert np.array_equal(sm.pred, ref.argmax(-1))
+
+
+def test_auto_picks_encode_ort_for_students(student, teacher):
+    assert open_classifier(student).mode == "encode-ort"
+    with pytest.raises(BlmkdError, match="per-pixel encoder"):
+        open_classifier(teacher, mode="encode")
+
+
+@pytest.mark.parametrize("mode", ["encode-ort", "patch"])
+def test_tiled_streaming_equals_untiled_on_a_memmap(student, scene, tmp_path, mode):
+    np.save(tmp_path / "cube.npy", scene.cube)
+    mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+    assert release_pages(mm) and not release_pages(np.asarray(scene.cube))
+    clf = open_classifier(student, mode=mode)
+    whole = predict_scene(clf, scene.cube, tile=1000, return_logits=True)
+    tiled = predict_scene(clf, mm, tile=4, batch=37, return_logits=True)
+    assert np.array_equal(tiled.pred, whole.pred)
+    np.testing.assert_allclose(tiled.logits, whole.logits, atol=1e-5, rtol=0)
+
+
+def test_mask_classifies_only_labelled_pixels(student, scene):
+    clf = open_classifier(student, mode="encode")
+    mask = scene.labels >= 0
+    sm = predict_scene(clf, scene.cube, mask=mask)
+    full = predict_scene(clf, scene.cube)
+    assert sm.pixels == int(mask.sum()) and (sm.pred[~mask] == -1).all()
+    assert np.array_equal(sm.pred[mask], full.pred[mask])
+
+
+def test_write_maps(scene, tmp_path):
+    pred = np.full((scene.height, scene.width), 2, np.int16)
+    pred[0, 0] = -1
+    ids = to_class_ids(pred, scene.class_ids)
+    assert ids.dtype == np.uint8 and ids[0, 0] == 0 and ids[1, 1] == scene.class_ids[2]
+    write_map(tmp_path / "m.npy", pred, scene.class_ids, scene.class_names)
+    assert np.array_equal(np.load(tmp_path / "m.npy"), ids)
+    write_map(tmp_path / "m.png", pred, scene.class_ids, scene.class_names, title="t")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(BlmkdError, match="must end in"):
+        write_map(tmp_path / "m.jpg", pred, scene.class_ids, scene.class_names)
+
+
+def test_geotiff_without_rasterio_is_a_clear_error(scene, tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        with pytest.raises(BlmkdError, match="needs rasterio"):
+            write_map(tmp_path / "m.tif", np.zeros((3, 3), np.int16), scene.class_ids, scene.class_names)
+    else:
+        pytest.skip("rasterio is installed")
