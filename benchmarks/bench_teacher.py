@@ -135,7 +135,7 @@ def main() -> None:
         rows = {"seed reference": seed, **rows}
 
     params = count_params(model)
-    flops = count_flops(model, x[:2])
+    flops = count_flops(model, x[:1])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}: "
           f"{args.bands} bands, {args.classes} classes, {args.patch}x{args.patch} patches, batch {args.batch}; "
           f"load average {os.getloadavg()[0]:.2f}")
@@ -158,7 +158,7 @@ def main() -> None:
         ratio = f"{pps / seed_pps:.2f}x" if seed_pps else "-"
         if name in rows:
             n_params = f"{count_params(rows[name]):,d}"
-            mflop = f"{(flops if rows[name] is model else count_flops(rows[name], x[:2])) / 1e6:.1f}"
+            mflop = f"{(flops if rows[name] is model else count_flops(rows[name], x[:1])) / 1e6:.1f}"
         else:
             n_params, mflop = "-", "-"
         print(f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}")

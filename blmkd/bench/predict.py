@@ -219,13 +219,28 @@ class SceneClassifier:
 
         model, dev = self.runner.model, self.runner.device
         hp, wp, bands = x.shape
+        # The encoder's token form reads the channels-last tile as (pixels, bands) rows: one GEMM per
+        # layer, ~6x faster on a CPU than its 1x1 convolutions on the same pixels, and the very
+        # computation the per-patch forward does. Students without it are encoded with `encode`.
+        tokens = getattr(getattr(model, "encoder", None), "tokens", None)
+        dequant = (
+            (model.in_scale, model.in_offset)
+            if x.dtype == np.uint8 and hasattr(model, "in_scale")
+            else (None, None)
+        )
         lat = None
         with torch.inference_mode():
             # Encode in row chunks: the encoder's float copy of the input stays ~32 MB.
             step = max(1, _ENCODE_CHUNK_BYTES // (wp * bands * 4))
             for c0 in range(0, hp, step):
-                xin = torch.from_numpy(x[c0 : c0 + step]).to(dev).permute(2, 0, 1)[None]  # (1, B, rows, Wp)
-                z = model.encode(xin)[0].permute(1, 2, 0)  # (rows, Wp, d_model)
+                xin = (
+                    torch.from_numpy(x[c0 : c0 + step]).to(dev).permute(2, 0, 1)[None]
+                )  # (1, B, rows, Wp) view
+                rows = xin.shape[2]
+                if tokens is not None:
+                    z = tokens(xin, *dequant).reshape(rows, wp, -1)  # (rows, Wp, d_model)
+                else:
+                    z = model.encode(xin)[0].permute(1, 2, 0)  # (rows, Wp, d_model)
                 if lat is None:
                     lat = torch.empty((hp, wp, z.shape[-1]), dtype=torch.float32, device=z.device)
                 lat[c0 : c0 + step] = z
@@ -446,6 +461,7 @@ def predict_scene(
         rows, cols = np.nonzero(sel)
         if len(rows):
             x = tile_input(cube, clf.prep, clf.input_kind, r0, r1, r)
+            release_pages(cube)  # the raw rows are no longer needed once preprocessed
             lg = clf.classify(x, rows, cols, batch)
             del x
             pred[r0 + rows, cols] = lg.argmax(1)

@@ -26,7 +26,7 @@ def bench_run(teacher_ckpt, student_ckpt, student_onnx, tmp_path_factory):
     models = [teacher_ckpt.path, student_ckpt.path, student_onnx["int8"], bad, engine]
     toml = d / "targets.toml"
     toml.write_text("[targets.drone]\nlatency_ms = 1000\nmin_throughput_px_s = 1\nmemory_mb = 100000\n")
-    args = ["bench", *map(str, models), "--report", str(d / "report"), "--runs", "20", "--batch", "1,32",
+    args = ["bench", *map(str, models), "--report", str(d / "report"), "--runs", "10", "--batch", "1,32",
             "--eval-size", "400", "--threads", "1", "--target", "cpu,drone", "--targets-file", str(toml)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
@@ -44,11 +44,17 @@ def test_bench_rows_carry_measurements(bench_run):
         lat = r["latency"]
         assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["runs"] >= 5
         assert [t["batch"] for t in r["throughput"]] == [1, 32] and r["best_px_s"] > 0
-        assert r["memory_mb"] is not None and r["size_mb"] > 0 and r["parameters"] > 0 and r["flops_per_px"] > 0
+        assert (
+            r["memory_mb"] is not None and r["size_mb"] > 0 and r["parameters"] > 0 and r["flops_per_px"] > 0
+        )
         assert 0 < r["peak_fraction"] < 2 and r["map"]["pixels"] == 145 * 145
         assert r["power_w"] is None and "not found" in r["power_note"]
     teacher, student, int8 = rows[:3]
-    assert teacher["format"] == "PyTorch" and teacher["model"] == "ssa_mamba_test" and teacher["agreement"] == 1.0
+    assert (
+        teacher["format"] == "PyTorch"
+        and teacher["model"] == "ssa_mamba_test"
+        and teacher["agreement"] == 1.0
+    )
     assert student["map"]["mode"] == "encode-ort" and int8["map"]["mode"] == "patch"
     assert int8["format"] == "ONNX INT8" and int8["reference"] == student["name"]  # same source checkpoint
     assert 0 < int8["agreement"] <= 1 and int8["parameters"] == student["parameters"]
@@ -62,7 +68,12 @@ def test_report_files_carry_the_numbers(bench_run):
         assert (d / name).stat().st_size > 1000, name
     md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
     for r in rep["rows"][:3]:
-        for text in (f"{100 * r['oa']:.2f}", f"{r['latency']['p50_ms']:.4f}", f"{r['best_px_s']:,.0f}", f"{r['memory_mb']:.1f}"):
+        for text in (
+            f"{100 * r['oa']:.2f}",
+            f"{r['latency']['p50_ms']:.4f}",
+            f"{r['best_px_s']:,.0f}",
+            f"{r['memory_mb']:.1f}",
+        ):
             assert text in md and text in page, text
     assert md.count("data:image") == 0 and page.count("data:image/png;base64,") == 4  # self-contained HTML
     assert "corrupt.onnx" in md and "❌ failed" in md
@@ -84,6 +95,7 @@ def test_bench_on_cuda_skips_cleanly_here(student_ckpt, student_onnx):
     assert {r["variant"] for r in rows} == {"", "fp16-autocast", "bf16-autocast", "CUDAExecutionProvider",
                                            "TensorrtExecutionProvider"}  # fmt: skip
     assert res["matmul_peak"]["gflops"] is None and res["verdicts"] == []
+    assert json.loads(json.dumps(res)) == res  # what `blmkd demo` stores
 
 
 def test_predict_with_onnx_writes_maps(student_onnx, tmp_path):
@@ -118,4 +130,6 @@ def test_errors_are_one_line(capsys, student_ckpt, tmp_path):
     ck = str(student_ckpt.path)
     assert "unknown target" in _error_line(capsys, ["bench", ck, "--target", "toaster"])
     assert "--batch" in _error_line(capsys, ["bench", ck, "--batch", "1,x"])
-    assert "must end in" in _error_line(capsys, ["predict", ck, "--scene", "indian_pines", "-o", str(tmp_path / "m.jpg")])
+    assert "must end in" in _error_line(
+        capsys, ["predict", ck, "--scene", "indian_pines", "-o", str(tmp_path / "m.jpg")]
+    )

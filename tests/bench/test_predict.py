@@ -41,8 +41,12 @@ def _checkpoint(name, scene, prep, path):
     model = create_model(name, bands=scene.bands, num_classes=scene.num_classes).eval()
     if model.input_kind == "uint8":
         model.set_dequant(*[torch.as_tensor(a) for a in prep.dequant_affine()])
-    classes = [{"index": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(scene.class_ids, scene.class_names))]
-    return save_checkpoint(path, model, {"data": {"patch_size": P, "classes": classes}, "preprocessing": prep.to_dict()})
+    classes = [
+        {"index": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(scene.class_ids, scene.class_names))
+    ]
+    return save_checkpoint(
+        path, model, {"data": {"patch_size": P, "classes": classes}, "preprocessing": prep.to_dict()}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,16 @@ def test_builtin_profiles_have_budgets():
 def test_toml_overrides_a_field_and_adds_a_profile(tmp_path):
     f = tmp_path / "t.toml"
     f.write_text(
-        '[targets.jetson-orin-nano]\npower_w = 7\nmemory_mb = 1024\n\n'
+        "[targets.jetson-orin-nano]\npower_w = 7\nmemory_mb = 1024\n\n"
         '[targets.gimbal]\ndescription = "ARM board"\ndevice = "cpu"\nlatency_ms = 5\n'
     )
     profiles = load_profiles(f)
     nano = profiles["jetson-orin-nano"]
-    assert (nano.power_w, nano.memory_mb, nano.latency_ms) == (7.0, 1024.0, PROFILES["jetson-orin-nano"].latency_ms)
+    assert (nano.power_w, nano.memory_mb, nano.latency_ms) == (
+        7.0,
+        1024.0,
+        PROFILES["jetson-orin-nano"].latency_ms,
+    )
     assert profiles["gimbal"].latency_ms == 5.0 and profiles["gimbal"].memory_mb is None
     assert PROFILES["jetson-orin-nano"].power_w == 15  # the built-ins are untouched
 
