@@ -178,14 +178,16 @@ def predict(
         check_map_path,
         load_scene_for_map,
         open_classifier,
-        predict_scene,
         write_map,
     )
+    from blmkd.bench.shard import predict_scene_sharded
+    from blmkd.distributed import init_from_env, is_main
     from blmkd.io import atomic_write_json
 
     paths = [check_map_path(p) for p in out]
     if threads:
         torch.set_num_threads(threads)
+    init_from_env()  # under torchrun: join the group so that --device cuda means cuda:LOCAL_RANK
     clf = open_classifier(model, device=device, threads=threads, mode=mode)
     cube, labels, name, scene_ids = load_scene_for_map(scene, str(gt) if gt else None)
     if mask_unlabelled and labels is None:
@@ -199,8 +201,12 @@ def predict(
     if clf.note:
         C.console.print(f"note: {clf.note}", highlight=False)
     t0 = time.perf_counter()
-    with _progress(progress, h) as cb:
-        sm = predict_scene(clf, cube, tile=tile, batch=batch, mask=mask, progress=cb)
+    with _progress(progress and is_main(), h) as cb:
+        # Under torchrun the row tiles are dealt to the ranks and stitched on rank 0; alone, this
+        # is plain predict_scene.
+        sm = predict_scene_sharded(clf, cube, tile=tile, batch=batch, mask=mask, progress=cb)
+    if sm is None:  # another torchrun rank: rank 0 writes the map
+        return
     summary = {
         "model": str(model), "scene": scene, "shape": [h, w, b], "mode": sm.mode, "tile": tile, "batch": sm.batch,
         "pixels": sm.pixels, "seconds": sm.seconds, "px_s": sm.px_per_s, "peak_rss_mb": (peak_rss_bytes() or 0) / 2**20,

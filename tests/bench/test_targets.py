@@ -80,3 +80,10 @@ def test_verdicts_pass_fail_and_unmeasured_power():
     assert power.quantity == "power" and power.passed is None and "tegrastats not found" in power.text()
     assert drone.passed is None and drone.label == "INCOMPLETE"  # power unknown, the rest passes
     assert "not on a jetson" in drone.caveat
+
+
+def test_throughput_budget_uses_the_whole_scene_rate_where_mapped():
+    v = judge(PROFILES["cpu"], _row(best_px_s=20_000, map={"px_s": 70_000}), "cpu")
+    thr = v.checks[2]
+    assert thr.quantity == "throughput" and thr.measured == 70_000 and thr.passed
+    assert "70,000 px/s (whole-scene map) ≥ 50,000 px/s: pass" in thr.text()
