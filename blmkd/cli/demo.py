@@ -75,6 +75,16 @@ def demo(
         f"teacher {teacher_model}: OA {100 * t['oa']:.2f}%   student {student}: OA {100 * s['oa']:.2f}%  "
         f"(test split, leakage {bundle.split.leakage:.3f})   wall {wall / 60:.1f} min"
     )
+    for row in headline.get("bench", {}).get("rows", []):
+        if row.get("status") == "ok" or row.get("oa") is not None:
+            lat = (row.get("latency") or {}).get("p50_ms")
+            px = (row.get("map") or {}).get("px_s") if isinstance(row.get("map"), dict) else None
+            C.console.print(
+                f"  {row.get('model', '?'):>12} {row.get('format', '?'):<10} OA {100 * (row.get('oa') or 0):6.2f}%  "
+                f"batch-1 p50 {lat if lat is None else f'{lat:.3f} ms'}  best {row.get('best_px_s') or 0:,.0f} px/s"
+                + (f"  map {px:,.0f} px/s" if px else ""),
+                highlight=False,
+            )
     C.console.print(f"artifacts: {out}/" + (f"   report: {report_path}" if report_path else ""))
 
 
