@@ -8,7 +8,9 @@ per patch (matmul/conv FLOPs, see :mod:`blmkd.flops`).
 The seed row needs ``.scratch/seed_ref.py``: the SSAMamba code of the seed text (lines ~204-815 of
 ``/work/shared/seeds/002_09ae7cf81db88eae.txt``), kept out of git. When it is there, the seed model
 gets our model's weights and the logits of both are compared before timing, so the two rows are the
-same network; the runs are interleaved so that both see the same machine load.
+same network; the runs are interleaved so that both see the same machine load. On a CPU with BF16
+dot products (AVX512-BF16, AMX) a ``bf16 autocast`` row is added: faster but not exact, so its
+logit difference and argmax agreement with FP32 are printed.
 
     .venv/bin/python benchmarks/bench_teacher.py [--preset ssa_mamba] [--batch 256] [--repeats 5]
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from blmkd.bench.runner import cpu_bf16_status
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model
 
@@ -90,6 +93,9 @@ def matmul_replay(model: torch.nn.Module, x: torch.Tensor):
     return lambda: [func(*args, **kwargs) for func, args, kwargs in calls]
 
 
+BF16_ROW = "blmkd, bf16 autocast"
+
+
 def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
     """Seconds per call of each function, run in turn ``repeats`` times after ``warmup`` calls each."""
     for fn in fns.values():
@@ -114,6 +120,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-seed", action="store_true", help="Skip the seed reference row.")
+    ap.add_argument("--no-bf16", action="store_true", help="Skip the BF16-autocast row (run where the CPU has BF16).")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -144,6 +151,17 @@ def main() -> None:
             diff = (seed(x[:32]) - model(x[:32])).abs().max().item()
             print(f"same weights, max |logit difference| seed vs ours: {diff:.2e}")
         fns = {name: (lambda m=m: m(x)) for name, m in rows.items()}
+        if not args.no_bf16 and cpu_bf16_status()[0]:
+            # Not exact (8-bit mantissas in the GEMMs): its own row, with the agreement next to it.
+            def bf16(m=model):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m(x).float()
+
+            ref, got = model(x), bf16()
+            agree = (ref.argmax(1) == got.argmax(1)).float().mean().item()
+            print(f"bf16 autocast vs fp32 on this batch: max |logit difference| {(ref - got).abs().max().item():.2e}, "
+                  f"argmax agreement {100 * agree:.2f}%")
+            fns[BF16_ROW] = bf16
         fns["matmuls only (floor)"] = matmul_replay(model, x)
         times = time_interleaved(fns, args.repeats)
 
@@ -156,9 +174,9 @@ def main() -> None:
         p90 = ts[min(len(ts) - 1, int(0.9 * len(ts)))]
         pps = args.batch / med
         ratio = f"{pps / seed_pps:.2f}x" if seed_pps else "-"
-        if name in rows:
-            n_params = f"{count_params(rows[name]):,d}"
-            mflop = f"{(flops if rows[name] is model else count_flops(rows[name], x[:1])) / 1e6:.1f}"
+        if name in rows or name == BF16_ROW:
+            n_params = f"{count_params(rows.get(name, model)):,d}"
+            mflop = f"{(flops if rows.get(name, model) is model else count_flops(rows[name], x[:1])) / 1e6:.1f}"
         else:
             n_params, mflop = "-", "-"
         print(f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}")

@@ -53,7 +53,7 @@ class Job:
     path: Path
     kind: str  # checkpoint | onnx | engine
     device: str  # cpu | cuda
-    variant: str = ""  # "" or, for PyTorch on CUDA, "fp16-autocast" / "bf16-autocast"; ONNX: the EP
+    variant: str = ""  # "" or, for PyTorch, "fp16-autocast" (CUDA) / "bf16-autocast"; ONNX: the EP
     skip: str = ""  # a reason not to run it here
 
 
@@ -69,9 +69,10 @@ def artifact_kind(path: Path) -> str:
     raise ModelError(f"{path.name}: not a checkpoint, ONNX file or TensorRT engine")
 
 
-def plan_jobs(paths: list[Path], device: str) -> list[Job]:
-    """The rows to run: one per artifact on CPU; on CUDA, PyTorch FP32 + FP16/BF16 autocast and the
-    ONNX Runtime CUDA and TensorRT execution providers, each skipped with the reason where missing."""
+def plan_jobs(paths: list[Path], device: str, cpu_bf16: bool = False) -> list[Job]:
+    """The rows to run: one per artifact on CPU (plus BF16 autocast for checkpoints with ``cpu_bf16``);
+    on CUDA, PyTorch FP32 + FP16/BF16 autocast and the ONNX Runtime CUDA and TensorRT execution
+    providers, each skipped with the reason where missing."""
     import onnxruntime as ort
 
     jobs: list[Job] = []
@@ -82,6 +83,9 @@ def plan_jobs(paths: list[Path], device: str) -> list[Job]:
         kind = artifact_kind(p)
         if not cuda:
             jobs.append(Job(p, kind, "cpu"))
+            if cpu_bf16 and kind == "checkpoint":
+                ok16, why16 = cpu_bf16_status()
+                jobs.append(Job(p, kind, "cpu", "bf16-autocast", "" if ok16 else why16))
         elif kind == "checkpoint":
             skip = "" if ok else why
             jobs.append(Job(p, kind, "cuda", "", skip))
@@ -103,6 +107,16 @@ def plan_jobs(paths: list[Path], device: str) -> list[Job]:
     return jobs
 
 
+def cpu_bf16_status() -> tuple[bool, str]:
+    """Whether this CPU has native BF16 dot products (AVX512-BF16 or AMX), where BF16 autocast pays."""
+    import torch
+
+    cpu = torch.cpu
+    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return True, ""
+    return False, "this CPU has no BF16 dot products (AVX512-BF16 or AMX); BF16 would be emulated, slower than FP32"
+
+
 def _bf16_ok() -> bool:
     import torch
 
@@ -110,14 +124,14 @@ def _bf16_ok() -> bool:
 
 
 class AutocastRunner:
-    """A PyTorch runner under ``torch.autocast`` (FP16 or BF16 on CUDA); FP32 logits out."""
+    """A PyTorch runner under ``torch.autocast`` (FP16 or BF16 on CUDA, BF16 on CPU); FP32 logits out."""
 
     backend = "pytorch"
 
-    def __init__(self, base, dtype_name: str):
+    def __init__(self, base, dtype_name: str, device_type: str = "cuda"):
         import torch
 
-        self.base, self.dtype = base, getattr(torch, dtype_name)
+        self.base, self.dtype, self.device_type = base, getattr(torch, dtype_name), device_type
         self.name, self.path, self.input_kind = base.name, base.path, base.input_kind
         self.meta = {
             **base.meta,
@@ -131,7 +145,7 @@ class AutocastRunner:
     def run(self, x) -> np.ndarray:
         import torch
 
-        with torch.autocast("cuda", dtype=self.dtype):
+        with torch.autocast(self.device_type, dtype=self.dtype):
             return self.base.run(x)
 
 
@@ -142,7 +156,8 @@ def open_job(job: Job, threads: int | None):
     if job.kind == "checkpoint":
         r = open_artifact(job.path, device=job.device)
         if job.variant:
-            r = AutocastRunner(r, {"fp16-autocast": "float16", "bf16-autocast": "bfloat16"}[job.variant])
+            dtype = {"fp16-autocast": "float16", "bf16-autocast": "bfloat16"}[job.variant]
+            r = AutocastRunner(r, dtype, "cuda" if job.device.startswith("cuda") else "cpu")
         return r
     if job.kind == "onnx":
         eps = [job.variant, "CPUExecutionProvider"] if job.variant else ["CPUExecutionProvider"]
@@ -495,6 +510,7 @@ def run_bench(
     maps: bool | None = None,
     tile: int = 256,
     seed: int = 0,
+    cpu_bf16: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Benchmark artifacts on one test split and (with ``report_dir``) write the report.
@@ -508,6 +524,8 @@ def run_bench(
         targets_file: TOML overriding or adding profiles (see :mod:`blmkd.bench.targets`).
         batches: batch sizes; 1 gives the latency, the others the throughput.
         device: ``cpu`` or ``cuda``.
+        cpu_bf16: on CPU, also run checkpoints under BF16 autocast (skipped with the reason on a CPU
+            without BF16 dot products).
         runs: timed calls at batch 1 (a tenth of it, at least 3, at the larger batches).
         threads: torch and ONNX Runtime intra-op threads (default: the libraries' own).
         eval_size: evaluate on a seeded sample of this many test pixels (default: all).
@@ -548,7 +566,7 @@ def run_bench(
             raise BlmkdError("--eval-size must be at least 1")
         pick = np.sort(np.random.default_rng(seed).choice(len(rows_), eval_size, replace=False))
         rows_, cols_, labels_ = rows_[pick], cols_[pick], labels_[pick]
-    jobs = plan_jobs(paths, device)
+    jobs = plan_jobs(paths, device, cpu_bf16=cpu_bf16)
     power_ok = tegrastats_status()[0]
     ctx = _Ctx(bundle, rows_, cols_, labels_, _Extractors(bundle.scene, bundle.patch_size), batches, runs, threads,
                maps, tile, power_ok, log=log)  # fmt: skip

@@ -79,6 +79,13 @@ def bench(
         ),
     ] = None,
     tile: Tile = 256,
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="On CPU, also run checkpoints under BF16 autocast (pays on CPUs with AVX512-BF16 or AMX; not exact, so its agreement is shown).",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark artifacts of a model on the same test split: accuracy, latency, throughput, memory.
 
@@ -96,7 +103,7 @@ def bench(
     with C.console.status("benchmarking ..."):
         res = run_bench(models, report, dataset=dataset, targets=targets, targets_file=targets_file,
                         batches=_ints(batch, "--batch"), device=device, runs=runs, threads=threads,
-                        eval_size=eval_size, maps=maps, tile=tile, log=log)  # fmt: skip
+                        eval_size=eval_size, maps=maps, tile=tile, cpu_bf16=bf16, log=log)  # fmt: skip
     C.console.print(_table(res))
     for v in res["verdicts"]:
         colour = {"PASS": "green", "FAIL": "red"}.get(v["verdict"], "yellow")

@@ -98,6 +98,24 @@ def test_bench_on_cuda_skips_cleanly_here(student_ckpt, student_onnx):
     assert json.loads(json.dumps(res)) == res  # what `blmkd demo` stores
 
 
+def test_bench_cpu_bf16_row(student_ckpt):
+    """`--bf16` adds a BF16-autocast row per checkpoint on CPU: run and compared with FP32 where the
+    CPU has BF16 dot products, skipped with the reason elsewhere."""
+    from blmkd.bench.runner import cpu_bf16_status, run_bench
+
+    res = run_bench([student_ckpt.path], runs=5, batches=[1, 32], eval_size=300, threads=1, cpu_bf16=True,
+                    log=lambda s: None)  # fmt: skip
+    fp32, bf16 = res["rows"]
+    assert (fp32["variant"], bf16["variant"]) == ("", "bf16-autocast")
+    ok, why = cpu_bf16_status()
+    if not ok:
+        assert bf16["status"] == "skipped" and bf16["reason"] == why
+        return
+    assert bf16["status"] == "ok" and bf16["reference"] == fp32["name"]
+    assert 0.9 <= bf16["agreement"] <= 1 and abs(bf16["oa"] - fp32["oa"]) < 0.05
+    assert bf16["latency"]["p50_ms"] > 0
+
+
 def test_predict_with_onnx_writes_maps(student_onnx, tmp_path):
     png, npy = tmp_path / "map.png", tmp_path / "map.npy"
     result = runner.invoke(app, ["predict", str(student_onnx["int8"]), "--scene", "indian_pines", "-o", str(png),
