@@ -1,4 +1,4 @@
-"""FP32 vs FP16 vs INT8 ONNX Runtime sessions of a trained student, side by side, on this CPU.
+"""FP32 vs FP16 vs INT8 ONNX Runtime sessions of a trained student (or teacher), side by side, on this CPU.
 
 Exports the student with ``blmkd.export.export`` (each file checked against PyTorch on the full
 test split), then times the three ONNX Runtime sessions in one run, interleaved round-robin so that
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--min-time", type=float, default=0.1, help="seconds per timing sample")
+    ap.add_argument("--eval-size", type=int, default=None, help="check OA on a seeded sample of test patches (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -114,7 +115,7 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
-        arts = export(ck, ["onnx", "onnx-fp16", "onnx-int8"], tmp, calibration=args.calibration)
+        arts = export(ck, ["onnx", "onnx-fp16", "onnx-int8"], tmp, calibration=args.calibration, eval_size=args.eval_size)
         arts = {a.precision: a for a in arts}
         sessions = {p: session(a.path, args.threads) for p, a in arts.items()}
         name = sessions["fp32"].get_inputs()[0].name
@@ -126,7 +127,7 @@ def main() -> None:
         timings: dict[int, dict[str, list[float]]] = {}
         for bs in (int(b) for b in args.batches.split(",")):
             idx = np.arange(bs) % len(rows)
-            x = bundle.extractor("uint8").gather(rows[idx], cols[idx]).numpy()
+            x = bundle.extractor(ck.build_model().input_kind).gather(rows[idx], cols[idx]).numpy()
             fns = {p: (lambda s=s, x=x: s.run(None, {name: x})) for p, s in sessions.items()}
             timings[bs] = time_interleaved(fns, args.repeats, args.min_time)
 
@@ -158,7 +159,7 @@ def main() -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows_out)) for i, h in enumerate(cols_)]
     print()
     print(
-        f"{len(rows)} test patches (OA on the full test split); latency median/p90 over {args.repeats} repeats"
+        f"OA on {fp32.pixels} test patches; latency median/p90 over {args.repeats} repeats"
     )
     print("  ".join(h.rjust(w) for h, w in zip(cols_, widths)))
     for r in rows_out:
