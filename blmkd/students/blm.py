@@ -218,10 +218,9 @@ class MambaBlock(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # (H,)
         self.D = nn.Parameter(torch.ones(n_heads))  # (H,)
 
-    def _conv_x(self, u):
-        """``x`` branch: ``SiLU(causal depthwise conv(W_x u))``, token-last ``(N, d_inner, L)``."""
-        W_x = self.in_proj.weight[: self.d_inner]  # (d_inner, d_model)
-        x = F.pad(W_x @ u.transpose(1, 2), (self.d_conv - 1, 0))  # (N, d_inner, d_conv-1 + L)
+    def _conv_x(self, xw):
+        """``x`` branch: ``SiLU(causal depthwise conv(xw))`` of ``xw = W_x u``, token-last ``(N, d_inner, L)``."""
+        x = F.pad(xw, (self.d_conv - 1, 0))  # (N, d_inner, d_conv-1 + L)
         # A (1, d_conv) Conv2d, not Conv1d: ONNX Runtime has a fast depthwise kernel only for 2-D
         # convs (~4x faster here); same weights, same result.
         x = F.conv2d(x[:, :, None], self.conv1d.weight[:, :, None], self.conv1d.bias, groups=self.d_inner)
@@ -229,15 +228,38 @@ class MambaBlock(nn.Module):
 
     def mixer(self, u):
         """The selective-SSM mixer: normalized tokens ``u (N, L, d_model)`` → ``(N, L, d_model)``."""
-        L = _static(u.shape[1])
-        x = self._conv_x(u)  # (N, d_inner, L)
-        z = self.in_proj.weight[self.d_inner :] @ u.transpose(1, 2)  # (N, d_inner, L)
+        ut = u.transpose(1, 2)  # (N, d_model, L) view
+        xw = self.in_proj.weight[: self.d_inner] @ ut  # (N, d_inner, L)
+        gz = F.silu(self.in_proj.weight[self.d_inner :] @ ut)  # (N, d_inner, L)
+        return self._mix(xw, gz)
+
+    def token_features(self, h):
+        """The per-token prefix of this block on its input ``h (..., d_model)``:
+        ``[W_x·LN(h), SiLU(W_z·LN(h))]``, ``(..., 2·d_inner)``.
+
+        Nothing in it mixes tokens, so for the first block of a student it is a per-pixel function
+        of the encoder's latent: a scene map computes it once per pixel (:meth:`BLMStudent.pixel_features`)
+        instead of once per window the pixel falls in.
+        """
+        f = self.norm(h) @ self.in_proj.weight.T  # (..., 2·d_inner)
+        return torch.cat([f[..., : self.d_inner], F.silu(f[..., self.d_inner :])], dim=-1)  # (..., 2·d_inner)
+
+    def forward_from_features(self, h, f):
+        """``forward(h)`` given ``f = token_features(h)`` ``(N, L, 2·d_inner)``: the token-mixing rest."""
+        ft = f.transpose(1, 2)  # (N, 2·d_inner, L)
+        return h + self._mix(ft[:, : self.d_inner], ft[:, self.d_inner :])  # (N, L, d_model)
+
+    def _mix(self, xw, gz):
+        """Token mixing from the projected ``xw = W_x u`` and gate ``gz = SiLU(W_z u)``, both
+        token-last ``(N, d_inner, L)`` → ``(N, L, d_model)``."""
+        L = _static(xw.shape[-1])
+        x = self._conv_x(xw)  # (N, d_inner, L)
         dt, B, C = (self.x_proj.weight @ x).split([self.n_heads, self.d_state, self.d_state], dim=1)
         dt = F.softplus(dt + self.dt_bias[:, None])  # (N, H, L)
         A = -torch.exp(self.A_log)  # (H,)
         xh = x.view(-1, self.n_heads, self.headdim, L)  # (N, H, P, L)
         y = ssd_dual(xh, dt, A, B, C, self.D).view(-1, self.d_inner, L)  # (N, d_inner, L)
-        y = y * F.silu(z)  # (N, d_inner, L)
+        y = y * gz  # (N, d_inner, L)
         return y.transpose(1, 2) @ self.out_proj.weight.T  # (N, L, d_model)
 
     def forward(self, h):
@@ -355,21 +377,53 @@ class BLMStudent(nn.Module):
             return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
         return torch.cat(outs)
 
+    def scan_order(self, P: int) -> tuple[int, ...]:
+        """Raster indices of a ``P×P`` window in the order the tokens are scanned."""
+        return spiral_order(P) if self.config.scan == "spiral" else tuple(range(P * P))
+
     def _classify(self, h, P: int, return_features: bool):
         """Tokens ``h (N, P·P, d_model)`` in raster order → logits [, features]."""
-        center = (P // 2) * P + P // 2
+        order = self.scan_order(P)
         if self.config.scan == "spiral":
-            order = spiral_order(P)
             h = h[:, list(order)]  # (N, L, d_model), centre last for odd P
-            center = order.index(center)
         for layer in self.layers:
             h = layer(h)  # (N, L, d_model)
+        return self._pool_head(h, order.index((P // 2) * P + P // 2), return_features)
+
+    def _pool_head(self, h, center: int, return_features: bool = False):
+        """Final norm, token pooling and head on the last block's output ``h (N, L, d_model)``."""
         h = self.norm_f(h)  # (N, L, d_model)
         f = h.mean(dim=1)  # (N, d_model)
         if self.config.pool == "center_mean":
             f = 0.5 * (f + h[:, center])  # (N, d_model)
         logits = self.head(self.head_drop(f))  # (N, K)
         return (logits, f) if return_features else logits
+
+    @property
+    def pixel_feature_dim(self) -> int:
+        """Width of :meth:`pixel_features`: ``2·d_inner``."""
+        return 2 * self.layers[0].d_inner
+
+    def pixel_features(self, lat):
+        """What the first block computes per token before tokens mix, from per-pixel latents
+        ``lat (..., d_model)`` (channels last, e.g. a whole encoded scene):
+        :meth:`MambaBlock.token_features`, ``(..., 2·d_inner)``.
+
+        Windows of the latents and of these, gathered in :meth:`scan_order`, go to
+        :meth:`forward_tokens`: a scene map then pays the first block's LayerNorm and in-projection
+        once per pixel instead of up to P² times.
+        """
+        return self.layers[0].token_features(lat)
+
+    def forward_tokens(self, h, g):
+        """Logits ``(N, K)`` of windows given as tokens in :meth:`scan_order` (``L = P²``, ``P`` odd):
+        latents ``h (N, L, d_model)`` and their :meth:`pixel_features` ``g (N, L, 2·d_inner)``.
+        Equals :meth:`forward_latent` on the same windows."""
+        P = math.isqrt(_static(h.shape[1]))
+        h = self.layers[0].forward_from_features(h, g)  # (N, L, d_model)
+        for layer in self.layers[1:]:
+            h = layer(h)  # (N, L, d_model)
+        return self._pool_head(h, self.scan_order(P).index((P // 2) * P + P // 2))
 
 
 # --------------------------------------------------------------------------------------------

@@ -93,6 +93,29 @@ def test_uint8_path_equals_float_path(pool, scan):
     torch.testing.assert_close(y_scene, y_f, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", ["mean", "center_mean"])
+@pytest.mark.parametrize("scan", ["spiral", "raster"])
+def test_pixel_features_then_tokens_equals_forward(pool, scan):
+    """A scene map's path: per-pixel features of a whole image once, windows gathered in scan order."""
+    torch.manual_seed(1)
+    m = create_model("blm_test", BANDS, K, pool=pool, scan=scan, n_layers=2).eval()
+    m.set_dequant(torch.rand(BANDS) * 0.05 + 0.01, torch.randn(BANDS))
+    P, H, W = 5, 9, 8
+    img = torch.randint(0, 256, (1, BANDS, H, W), dtype=torch.uint8)
+    with torch.no_grad():
+        lat = m.encode(img)[0].permute(1, 2, 0)  # (H, W, d_model)
+        feats = m.pixel_features(lat)  # (H, W, C)
+        assert feats.shape == (H, W, m.pixel_feature_dim)
+        order = torch.tensor(m.scan_order(P))
+        rows, cols = torch.meshgrid(torch.arange(H - P + 1), torch.arange(W - P + 1), indexing="ij")
+        r = rows.reshape(-1, 1) + order // P  # (N, L) window pixel rows, in scan order
+        c = cols.reshape(-1, 1) + order % P
+        y_tok = m.forward_tokens(lat[r, c], feats[r, c])  # (N, K)
+        patches = torch.stack([img[0, :, i : i + P, j : j + P] for i, j in zip(rows.flatten(), cols.flatten())])
+        y_ref = m(patches)
+    torch.testing.assert_close(y_tok, y_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_set_dequant_checks_and_broadcasts():
     m = create_model("blm_test", BANDS, K)
     m.set_dequant(0.5, -1.0)
