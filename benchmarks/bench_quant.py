@@ -29,6 +29,7 @@ import torch
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.export import export
+from blmkd.export.runtime import ort_session
 
 OA_TARGET_PP = 0.3
 
@@ -62,13 +63,10 @@ def train_quick(preset: str, epochs: int, out: Path) -> Path:
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(
+        path, threads=threads, inter_op_num_threads=1, execution_mode=ort.ExecutionMode.ORT_SEQUENTIAL,
+        graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    )  # fmt: skip
 
 
 def time_interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, list[float]]:

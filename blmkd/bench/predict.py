@@ -339,8 +339,9 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
     import tempfile
     import warnings
 
-    import onnxruntime as ort
     import torch
+
+    from blmkd.export.runtime import ort_session
 
     class _Tokens(torch.nn.Module):
         def __init__(self, m):
@@ -366,11 +367,7 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
             raise LatentGraphError(
                 f"cannot export forward_tokens to ONNX ({type(exc).__name__}: {exc})"
             ) from None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(path.read_bytes(), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path.read_bytes(), threads=1, inter_op_num_threads=1)
     with torch.inference_mode():
         ref = wrapper(*probe).numpy()
     got = sess.run(None, {"h": probe[0].numpy(), "g": probe[1].numpy()})[0]
