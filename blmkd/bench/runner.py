@@ -135,7 +135,7 @@ class AutocastRunner:
         self.name, self.path, self.input_kind = base.name, base.path, base.input_kind
         self.meta = {
             **base.meta,
-            "precision": f"{dtype_name.replace('float', 'fp').replace('bfloat', 'bf')}-autocast",
+            "precision": f"{dtype_name.replace('bfloat', 'bf').replace('float', 'fp')}-autocast",
         }
 
     @property

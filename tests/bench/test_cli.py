@@ -111,7 +111,7 @@ def test_bench_cpu_bf16_row(student_ckpt):
     if not ok:
         assert bf16["status"] == "skipped" and bf16["reason"] == why
         return
-    assert bf16["status"] == "ok" and bf16["reference"] == fp32["name"]
+    assert bf16["status"] == "ok" and bf16["reference"] == fp32["name"] and bf16["precision"] == "bf16-autocast"
     assert 0.9 <= bf16["agreement"] <= 1 and abs(bf16["oa"] - fp32["oa"]) < 0.05
     assert bf16["latency"]["p50_ms"] > 0
 
