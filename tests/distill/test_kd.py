@@ -55,7 +55,7 @@ def test_cached_teacher_gives_the_live_teacher_loss(bundle, teacher_dir):
     lam = lambda_schedule(2, 4)
     live, _ = DistillationLoss(temperature=3.0)(student(x_u8), z_t, y, lam)
     assert parts["lambda"] == pytest.approx(0.5)
-    assert float(loss_cached) == pytest.approx(float(live), rel=1e-5, abs=1e-6)
+    assert loss_cached.item() == pytest.approx(live.item(), rel=1e-5, abs=1e-6)
 
 
 def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
