@@ -78,12 +78,18 @@ def test_spiral_order_ends_at_centre():
     assert sorted(spiral_order(6)) == list(range(36))
 
 
-@pytest.mark.parametrize("pool", ["mean", "center_mean"])
-@pytest.mark.parametrize("scan", ["spiral", "raster"])
-def test_uint8_path_equals_float_path(pool, scan):
+@pytest.fixture(params=[(p, s) for p in ("mean", "center_mean") for s in ("spiral", "raster")], ids=str)
+def two_layer_student(request):
+    """A 2-layer test student in eval mode with a non-trivial in-graph dequantization, per pooling × scan."""
+    pool, scan = request.param
     torch.manual_seed(0)
     m = create_model("blm_test", BANDS, K, pool=pool, scan=scan, n_layers=2).eval()
     m.set_dequant(torch.rand(BANDS) * 0.05 + 0.01, torch.randn(BANDS))
+    return m
+
+
+def test_uint8_path_equals_float_path(two_layer_student):
+    m = two_layer_student
     x = _bytes(4)
     with torch.no_grad():
         y_u8 = m(x)
@@ -93,13 +99,9 @@ def test_uint8_path_equals_float_path(pool, scan):
     torch.testing.assert_close(y_scene, y_f, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pool", ["mean", "center_mean"])
-@pytest.mark.parametrize("scan", ["spiral", "raster"])
-def test_pixel_features_then_tokens_equals_forward(pool, scan):
+def test_pixel_features_then_tokens_equals_forward(two_layer_student):
     """A scene map's path: per-pixel features of a whole image once, windows gathered in scan order."""
-    torch.manual_seed(1)
-    m = create_model("blm_test", BANDS, K, pool=pool, scan=scan, n_layers=2).eval()
-    m.set_dequant(torch.rand(BANDS) * 0.05 + 0.01, torch.randn(BANDS))
+    m = two_layer_student
     P, H, W = 5, 9, 8
     img = torch.randint(0, 256, (1, BANDS, H, W), dtype=torch.uint8)
     with torch.no_grad():
