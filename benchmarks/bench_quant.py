@@ -122,10 +122,11 @@ def main() -> None:
 
         bundle = bundle_from_checkpoint(ck)
         rows, cols, _ = bundle.coords("test")
+        extractor = bundle.extractor(ck.build_model().input_kind)
         timings: dict[int, dict[str, list[float]]] = {}
         for bs in (int(b) for b in args.batches.split(",")):
             idx = np.arange(bs) % len(rows)
-            x = bundle.extractor(ck.build_model().input_kind).gather(rows[idx], cols[idx]).numpy()
+            x = extractor.gather(rows[idx], cols[idx]).numpy()
             fns = {p: (lambda s=s, x=x: s.run(None, {name: x})) for p, s in sessions.items()}
             timings[bs] = time_interleaved(fns, args.repeats, args.min_time)
 

@@ -174,9 +174,10 @@ def main() -> None:
         p90 = ts[min(len(ts) - 1, int(0.9 * len(ts)))]
         pps = args.batch / med
         ratio = f"{pps / seed_pps:.2f}x" if seed_pps else "-"
-        if name in rows or name == BF16_ROW:
-            n_params = f"{count_params(rows.get(name, model)):,d}"
-            mflop = f"{(flops if rows.get(name, model) is model else count_flops(rows[name], x[:1])) / 1e6:.1f}"
+        m = {**rows, BF16_ROW: model}.get(name)  # the module behind a row; none for the matmul floor
+        if m is not None:
+            n_params = f"{count_params(m):,d}"
+            mflop = f"{(flops if m is model else count_flops(m, x[:1])) / 1e6:.1f}"
         else:
             n_params, mflop = "-", "-"
         print(f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}")

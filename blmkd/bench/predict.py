@@ -161,9 +161,7 @@ class SceneClassifier:
         if patch < 1:
             raise ModelError(f"{runner.name}: its metadata has no patch size")
         model = getattr(runner, "model", None)
-        can_encode = model is not None and all(
-            hasattr(model, a) for a in ("encode", "forward_latent", "pixel_features", "forward_tokens")
-        )
+        can_encode = model is not None and hasattr(model, "encode") and hasattr(model, "forward_latent")
         if mode in ("encode", "encode-ort") and not can_encode:
             raise BlmkdError(
                 f"{runner.name}: --mode {mode} needs a PyTorch student checkpoint with a per-pixel encoder"
@@ -342,6 +340,9 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
     import torch
 
     from blmkd.export.runtime import ort_session
+
+    if not (hasattr(model, "pixel_features") and hasattr(model, "forward_tokens")):
+        raise LatentGraphError(f"{type(model).__name__} has no pixel_features/forward_tokens token form")
 
     class _Tokens(torch.nn.Module):
         def __init__(self, m):

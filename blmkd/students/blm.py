@@ -381,14 +381,17 @@ class BLMStudent(nn.Module):
         """Raster indices of a ``P×P`` window in the order the tokens are scanned."""
         return spiral_order(P) if self.config.scan == "spiral" else tuple(range(P * P))
 
+    def _center_index(self, P: int) -> int:
+        """Position of the window's centre pixel in :meth:`scan_order` (last, for a spiral and odd P)."""
+        return self.scan_order(P).index((P // 2) * P + P // 2)
+
     def _classify(self, h, P: int, return_features: bool):
         """Tokens ``h (N, P·P, d_model)`` in raster order → logits [, features]."""
-        order = self.scan_order(P)
         if self.config.scan == "spiral":
-            h = h[:, list(order)]  # (N, L, d_model), centre last for odd P
+            h = h[:, list(self.scan_order(P))]  # (N, L, d_model), centre last for odd P
         for layer in self.layers:
             h = layer(h)  # (N, L, d_model)
-        return self._pool_head(h, order.index((P // 2) * P + P // 2), return_features)
+        return self._pool_head(h, self._center_index(P), return_features)
 
     def _pool_head(self, h, center: int, return_features: bool = False):
         """Final norm, token pooling and head on the last block's output ``h (N, L, d_model)``."""
@@ -423,7 +426,7 @@ class BLMStudent(nn.Module):
         h = self.layers[0].forward_from_features(h, g)  # (N, L, d_model)
         for layer in self.layers[1:]:
             h = layer(h)  # (N, L, d_model)
-        return self._pool_head(h, self.scan_order(P).index((P // 2) * P + P // 2))
+        return self._pool_head(h, self._center_index(P))
 
 
 # --------------------------------------------------------------------------------------------
