@@ -54,6 +54,7 @@ def distill(
     lambda_max: Annotated[float, typer.Option("--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")] = 1.0,
     kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy.")] = "kl",
     hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
+    unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's.")] = None,
     seeds: Seeds = None,
     epochs: Epochs = 200,
@@ -84,8 +85,10 @@ def distill(
     from blmkd.train import bundle_from_checkpoint
 
     _check_student(student)
-    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight)
+    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled)
     kd.validate()
+    if kd.unlabelled and kd.hint_weight > 0:
+        raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
     seed_list = C.parse_seeds(seeds)
     first = _teacher_for_seed(teacher, seed_list[0] if seed_list else None)
     tdata = first.meta.get("data", {})
@@ -114,6 +117,14 @@ def distill(
                 cache, feats = teacher_cache(t_model, bundle, variants, features=True)
             else:
                 cache, feats = teacher_cache(t_model, bundle, variants), None
+        pool = None
+        if kd.unlabelled:
+            from blmkd.distill.kd import UnlabelledPool, unlabelled_coords
+
+            ur, uc = unlabelled_coords(bundle, kd.unlabelled, s)
+            with C.console.status(f"caching teacher logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
+                ul = teacher_cache(t_model, bundle, 1, coords=(ur, uc))[:, 0]
+            pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
         hint = None
         extra = []
         if feats is not None:
@@ -125,7 +136,7 @@ def distill(
         meta = {"teacher": {"path": str(ck.path), "model": ck.model_name, "config": ck.config,
                             "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")},
                 "kd": kd.to_dict()}  # fmt: skip
-        return {"objective": kd_objective(kd, cache, feats, hint), "meta_extra": meta, "extra_modules": extra}
+        return {"objective": kd_objective(kd, cache, feats, hint, pool, seed=s), "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
     runs = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +30,7 @@ class KDConfig:
     lambda_0: float = 0.0
     lambda_max: float = 1.0  # < 1 keeps some hard-label signal after the warm-up
     hint_weight: float = 0.0  # feature-level hint loss weight (0 = off)
+    unlabelled: int = 0  # also distil on up to this many pixels the ground truth leaves unlabelled (0 = off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,11 +50,45 @@ class KDConfig:
             raise BlmkdError(f"--kd-loss must be kl or soft-ce, got {self.kd_loss!r}")
         if self.hint_weight < 0:
             raise BlmkdError(f"--hint-weight must be ≥ 0, got {self.hint_weight}")
+        if self.unlabelled < 0:
+            raise BlmkdError(f"--unlabelled must be ≥ 0, got {self.unlabelled}")
+
+
+@dataclass
+class UnlabelledPool:
+    """Pixels without ground truth and the teacher's logits for them (identity view only).
+
+    They are never train, val or test pixels, so distilling on them adds inputs, not labels: the
+    student learns the teacher's answers where no label says anything.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    logits: torch.Tensor  # (N, K)
+    extractor: object  # the student's PatchExtractor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def unlabelled_coords(bundle: Bundle, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` pixels the ground truth leaves unlabelled, a seeded sample in row-major order."""
+    from blmkd.data.scene import UNLABELLED
+
+    rows, cols = np.nonzero(bundle.scene.labels == UNLABELLED)
+    if limit < len(rows):
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
+        rows, cols = rows[keep], cols[keep]
+    return rows, cols
 
 
 @torch.inference_mode()
-def teacher_cache(teacher: nn.Module, bundle: Bundle, variants: int, batch_size: int = 512, features: bool = False):
+def teacher_cache(
+    teacher: nn.Module, bundle: Bundle, variants: int, batch_size: int = 512, features: bool = False, coords=None
+):
     """Teacher outputs for every training patch and variant: logits (N, V, K) [and features (N, V, D)].
+
+    ``coords`` (rows, cols) replaces the training pixels (e.g. by unlabelled ones).
 
     The teacher runs on this rank's device (:func:`blmkd.distributed.init_from_env`); the cache is
     returned on the CPU. Under torchrun every rank computes its share and receives all the others'.
@@ -61,7 +97,7 @@ def teacher_cache(teacher: nn.Module, bundle: Bundle, variants: int, batch_size:
 
     ctx = D.init_from_env()
     teacher.to(ctx.device).eval()
-    rows, cols, _ = bundle.coords("train")
+    rows, cols = coords if coords is not None else bundle.coords("train")[:2]
     share = D.shard(len(rows))
     rows, cols = rows[share], cols[share]
     ext = bundle.extractor(getattr(teacher, "input_kind", "float"))
@@ -87,14 +123,25 @@ def teacher_cache(teacher: nn.Module, bundle: Bundle, variants: int, batch_size:
     return (lg, fs) if features else lg
 
 
-def kd_objective(cfg: KDConfig, cache: torch.Tensor, feat_cache: torch.Tensor | None = None, hint: nn.Module | None = None):
+def kd_objective(
+    cfg: KDConfig,
+    cache: torch.Tensor,
+    feat_cache: torch.Tensor | None = None,
+    hint: nn.Module | None = None,
+    pool: UnlabelledPool | None = None,
+    seed: int = 0,
+):
     """Training objective for :func:`blmkd.train.fit` using cached teacher outputs.
 
     ``cache[i, v]`` are the teacher logits of training patch ``i`` under dihedral variant ``v``.
+    With a ``pool`` of unlabelled pixels, every step also draws as many of them as the batch has
+    labelled ones, runs them through the student in the same forward pass, and adds
+    ``λ_t·L_KD`` on them (no CE: they have no label).
     """
     from blmkd.distill.losses import DistillationLoss, lambda_schedule
 
     loss_fn = DistillationLoss(temperature=cfg.temperature, kind=cfg.kd_loss)
+    gen = torch.Generator().manual_seed(seed)
 
     def objective(model, x, y, idx, variants, epoch):
         lam = lambda_schedule(epoch - 1, cfg.warmup_epochs, cfg.lambda_0, cfg.lambda_max)
@@ -106,9 +153,20 @@ def kd_objective(cfg: KDConfig, cache: torch.Tensor, feat_cache: torch.Tensor | 
             h = hint(f_s, feat_cache[idx, v].to(x.device))
             total = total + cfg.hint_weight * h
             parts = {**parts, "hint": float(h.detach())}
+        elif pool is not None and len(pool) and lam > 0:
+            j = torch.randint(0, len(pool), (len(x),), generator=gen).numpy()
+            xu = pool.extractor.gather(pool.rows[j], pool.cols[j]).to(x.device)
+            z_all = model(torch.cat([x, xu]))  # one pass: BatchNorm sees both
+            z_s = z_all[: len(x)]
+            total, parts = loss_fn(z_s, z_t, y, lam)
+            ku = loss_fn.kd(z_all[len(x) :], pool.logits[j].to(x.device))
+            total = total + lam * ku
+            parts = {**parts, "kd_unlabelled": float(ku.detach())}
         else:
             z_s = model(x)
             total, parts = loss_fn(z_s, z_t, y, lam)
+            if pool is not None:
+                parts = {**parts, "kd_unlabelled": 0.0}
         return total, z_s, {**parts, "lambda": lam}
 
     return objective

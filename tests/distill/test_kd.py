@@ -9,7 +9,8 @@ import torch
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
-from blmkd.distill.kd import KDConfig, kd_objective, teacher_cache
+from blmkd.data.scene import UNLABELLED
+from blmkd.distill.kd import KDConfig, UnlabelledPool, kd_objective, teacher_cache, unlabelled_coords
 from blmkd.distill.losses import DistillationLoss, lambda_schedule
 from blmkd.models import create_model
 from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data
@@ -58,6 +59,33 @@ def test_cached_teacher_gives_the_live_teacher_loss(bundle, teacher_dir):
     assert loss_cached.item() == pytest.approx(live.item(), rel=1e-5, abs=1e-6)
 
 
+def test_unlabelled_pool_adds_lambda_times_kd_on_pixels_without_labels(bundle, teacher_dir):
+    teacher = load_checkpoint(teacher_dir).build_model()
+    ur, uc = unlabelled_coords(bundle, 50, seed=0)
+    assert len(ur) == 50 and (bundle.scene.labels[ur, uc] == UNLABELLED).all()
+    for which in ("train", "val", "test"):  # never a pixel of the split
+        assert not getattr(bundle.split, which)[ur, uc].any()
+    assert (unlabelled_coords(bundle, 50, seed=0)[0] == ur).all()  # seeded
+    logits = teacher_cache(teacher, bundle, 1, coords=(ur, uc))[:, 0]
+    with torch.inference_mode():
+        assert torch.allclose(logits, teacher(bundle.float_extractor.gather(ur, uc)), atol=1e-5)
+    pool = UnlabelledPool(ur, uc, logits, bundle.byte_extractor)
+    rows, cols, labels = bundle.coords("train")
+    cache = teacher_cache(teacher, bundle, variants=1)
+    cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5, unlabelled=50)
+    student = _student(bundle).eval()  # eval: BatchNorm does not couple the two halves of the batch
+    idx = torch.arange(0, 16)
+    x = bundle.byte_extractor.gather(rows[:16], cols[:16])
+    y = torch.from_numpy(labels[:16])
+    total, _, parts = kd_objective(cfg, cache, pool=pool, seed=3)(student, x, y, idx, torch.zeros(16, dtype=torch.long), 1)
+    j = torch.randint(0, 50, (16,), generator=torch.Generator().manual_seed(3)).numpy()  # the pixels it drew
+    loss = DistillationLoss(temperature=2.0)
+    base, _ = loss(student(x), cache[idx, 0], y, 0.5)
+    ku = loss.kd(student(bundle.byte_extractor.gather(ur[j], uc[j])), logits[j])
+    assert parts["kd_unlabelled"] == pytest.approx(ku.item(), rel=1e-5)
+    assert total.item() == pytest.approx(base.item() + 0.5 * ku.item(), rel=1e-5)
+
+
 def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
     out = tmp_path / "student"
     main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "2", "--warmup-epochs", "1",
@@ -71,6 +99,15 @@ def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
     assert [r["lambda"] for r in log] == [0.0, 1.0]
     text = capsys.readouterr().out
     assert "teacher vs student" in text and "FLOPs/px" in text
+
+
+def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
+    out = tmp_path / "student_u"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "2", "--warmup-epochs", "1",
+          "--batch", "128", "--unlabelled", "300", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert load_checkpoint(out).meta["kd"]["unlabelled"] == 300
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["kd_unlabelled"] == 0.0 and log[1]["kd_unlabelled"] > 0  # λ is 0 in the first epoch
 
 
 def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
@@ -90,6 +127,7 @@ def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
         (["--lambda-max", "1.5"], "--lambda-max must be in [0, 1]"),
         (["--lambda-0", "-0.1"], "--lambda-0 must be in [0, 1]"),
         (["--dataset", "salinas"], "the teacher was trained on"),
+        (["--unlabelled", "-1"], "--unlabelled must be ≥ 0"),
     ],
 )
 def test_bad_distill_arguments_are_one_line_errors(teacher_dir, tmp_path, capsys, args, message):
