@@ -46,7 +46,7 @@ def _teacher_for_seed(teacher: Path, seed: int | None):
 
 
 def distill(
-    teacher: Annotated[Path, typer.Option("--teacher", "-t", help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs).")],
+    teacher: Annotated[list[Path], typer.Option("--teacher", "-t", help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs). Repeat it to distil from an ensemble: the teachers' logits are averaged; they must share the data and split.")],
     student: Student = "blm_s",
     temperature: Annotated[float, typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")] = 4.0,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
@@ -79,7 +79,7 @@ def distill(
 
     import torch
 
-    from blmkd.distill.kd import KDConfig, kd_objective, teacher_cache
+    from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
     from blmkd.train import bundle_from_checkpoint
@@ -89,8 +89,10 @@ def distill(
     kd.validate()
     if kd.unlabelled and kd.hint_weight > 0:
         raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
+    if len(teacher) > 1 and kd.hint_weight > 0:
+        raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
     seed_list = C.parse_seeds(seeds)
-    first = _teacher_for_seed(teacher, seed_list[0] if seed_list else None)
+    first = _teacher_for_seed(teacher[0], seed_list[0] if seed_list else None)
     tdata = first.meta.get("data", {})
     if dataset is not None and dataset != tdata.get("options", {}).get("dataset"):
         raise BlmkdError(
@@ -99,31 +101,32 @@ def distill(
         )
     if seed_list is None:
         seed_list = [int(tdata.get("options", {}).get("seed", 0))]
-    teachers: dict[int, object] = {}
+    teachers: dict[int, list] = {}
 
     def build(s, bundle):
         return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
 
     def fit_kwargs(s, bundle, model):
-        ck = teachers[s]
-        t_model = ck.build_model()
-        for p in t_model.parameters():
+        cks = teachers[s]
+        t_models = [ck.build_model() for ck in cks]
+        for p in (p for t in t_models for p in t.parameters()):
             p.requires_grad_(False)
         model.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
         variants = 8 if augment else 1
-        msg = f"caching teacher logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"
+        who = "teacher" if len(cks) == 1 else f"{len(cks)} teachers'"
+        msg = f"caching {who} logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"
         with C.console.status(msg) if is_main() else contextlib.nullcontext():
             if kd.hint_weight > 0:
-                cache, feats = teacher_cache(t_model, bundle, variants, features=True)
+                cache, feats = teacher_cache(t_models[0], bundle, variants, features=True)
             else:
-                cache, feats = teacher_cache(t_model, bundle, variants), None
+                cache, feats = ensemble_cache(t_models, bundle, variants), None
         pool = None
         if kd.unlabelled:
             from blmkd.distill.kd import UnlabelledPool, unlabelled_coords
 
             ur, uc = unlabelled_coords(bundle, kd.unlabelled, s)
-            with C.console.status(f"caching teacher logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
-                ul = teacher_cache(t_model, bundle, 1, coords=(ur, uc))[:, 0]
+            with C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
+                ul = ensemble_cache(t_models, bundle, 1, coords=(ur, uc))[:, 0]
             pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
         hint = None
         extra = []
@@ -133,26 +136,30 @@ def distill(
             _, f_s = model(bundle.extractor(model.input_kind).gather([0, 1], [0, 1]), return_features=True)
             hint = HintLoss(f_s.shape[1], feats.shape[-1])
             extra = [hint]
-        meta = {"teacher": {"path": str(ck.path), "model": ck.model_name, "config": ck.config,
-                            "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")},
-                "kd": kd.to_dict()}  # fmt: skip
+        facts = [{"path": str(ck.path), "model": ck.model_name, "config": ck.config,
+                  "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")} for ck in cks]  # fmt: skip
+        meta = {"teacher": facts[0], "kd": kd.to_dict()}
+        if len(facts) > 1:
+            meta["teachers"] = facts  # an ensemble: "teacher" is its first member
         return {"objective": kd_objective(kd, cache, feats, hint, pool, seed=s), "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
     runs = []
     for s in seed_list:
-        ck = _teacher_for_seed(teacher, s)
-        teachers[s] = ck
+        cks = [_teacher_for_seed(t, s) for t in teacher]
+        teachers[s] = cks
+        ck = cks[0]
         bundle = bundle_from_checkpoint(ck)
         if bundle.options.seed != s and len(seed_list) > 1:
             raise BlmkdError(f"teacher {ck.path} was trained with split seed {bundle.options.seed}, not {s}")
+        _check_same_data(cks)
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         runs += _run_seeds(
             [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
-            _side_by_side(ck, run_dir, bundle)
+            _side_by_side(cks, run_dir, bundle)
     if len(seed_list) > 1 and is_main():
         from blmkd.train import write_summary
 
@@ -163,8 +170,20 @@ def distill(
         )
 
 
-def _side_by_side(teacher_ck, student_dir: Path, bundle) -> None:
-    """Print teacher vs student: OA/AA/κ, parameters, FLOPs per pixel, CPU batch-1 latency."""
+def _check_same_data(cks) -> None:
+    """The members of a teacher ensemble must have seen the same data, split and preprocessing."""
+    ref = cks[0]
+    for ck in cks[1:]:
+        for key, what in (("split", "split"), ("preprocessing", "preprocessing")):
+            a, b = ref.meta.get(key, {}), ck.meta.get(key, {})
+            if key == "split":
+                a, b = a.get("digest"), b.get("digest")
+            if a != b:
+                raise BlmkdError(f"teachers {ref.path} and {ck.path} differ in their {what}; an ensemble needs the same data")
+
+
+def _side_by_side(teacher_cks, student_dir: Path, bundle) -> None:
+    """Print teacher(s) vs student: OA/AA/κ, parameters, FLOPs per pixel, CPU batch-1 latency."""
     import torch
     from rich.table import Table
 
@@ -173,7 +192,7 @@ def _side_by_side(teacher_ck, student_dir: Path, bundle) -> None:
     from blmkd.flops import count_flops, count_params
 
     rows = []
-    for role, ck in (("teacher", teacher_ck), ("student", load_checkpoint(student_dir))):
+    for role, ck in [("teacher", t) for t in teacher_cks] + [("student", load_checkpoint(student_dir))]:
         m = ck.build_model()
         x1 = bundle.extractor(getattr(m, "input_kind", "float")).gather([0], [0])
         with torch.inference_mode():

@@ -123,6 +123,17 @@ def teacher_cache(
     return (lg, fs) if features else lg
 
 
+def ensemble_cache(teachers: list[nn.Module], bundle: Bundle, variants: int, batch_size: int = 512, coords=None):
+    """:func:`teacher_cache` of several teachers, averaged: the logits of their ensemble ``(N, V, K)``.
+
+    Averaging logits (not probabilities) keeps one teacher's cache exactly what it was alone and
+    gives the temperature-softened targets ``softmax(mean_i z_i / T)``, a geometric mean of the
+    members' distributions.
+    """
+    caches = [teacher_cache(t, bundle, variants, batch_size, coords=coords) for t in teachers]
+    return caches[0] if len(caches) == 1 else torch.stack(caches).mean(0)
+
+
 def kd_objective(
     cfg: KDConfig,
     cache: torch.Tensor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +11,14 @@ import torch
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.data.scene import UNLABELLED
-from blmkd.distill.kd import KDConfig, UnlabelledPool, kd_objective, teacher_cache, unlabelled_coords
+from blmkd.distill.kd import (
+    KDConfig,
+    UnlabelledPool,
+    ensemble_cache,
+    kd_objective,
+    teacher_cache,
+    unlabelled_coords,
+)
 from blmkd.distill.losses import DistillationLoss, lambda_schedule
 from blmkd.models import create_model
 from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data
@@ -108,6 +116,35 @@ def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
     assert load_checkpoint(out).meta["kd"]["unlabelled"] == 300
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["kd_unlabelled"] == 0.0 and log[1]["kd_unlabelled"] > 0  # λ is 0 in the first epoch
+
+
+def test_ensemble_cache_is_the_mean_of_the_members(bundle, teacher_dir):
+    t = load_checkpoint(teacher_dir).build_model()
+    torch.manual_seed(1)
+    other = create_model("ssa_mamba_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes).eval()
+    one, two = teacher_cache(t, bundle, 2), teacher_cache(other, bundle, 2)
+    assert torch.equal(ensemble_cache([t], bundle, 2), one)
+    assert torch.allclose(ensemble_cache([t, other], bundle, 2), (one + two) / 2, atol=1e-6)
+
+
+def test_cli_distills_from_an_ensemble_and_refuses_mixed_splits(teacher_dir, ip_crop_path, tmp_path, capsys):
+    # the second member: a student trained alone on the same data and split (seed 0)
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "256",
+          "--out", str(tmp_path / "s0"), "--no-progress"])  # fmt: skip
+    out = tmp_path / "ens"
+    main(["distill", "--teacher", str(teacher_dir), "--teacher", str(tmp_path / "s0"), "--student", "blm_test",
+          "--epochs", "1", "--batch", "128", "--out", str(out), "--no-progress"])  # fmt: skip
+    meta = load_checkpoint(out).meta
+    assert [t["model"] for t in meta["teachers"]] == ["ssa_mamba_test", "blm_test"]
+    roles = re.findall(r"│ (teacher|student) +│", capsys.readouterr().out)  # the side-by-side table's rows
+    assert roles == ["teacher", "teacher", "student"]
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--seed", "1", "--epochs", "1",
+          "--batch", "256", "--out", str(tmp_path / "s1"), "--no-progress"])  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", str(teacher_dir), "--teacher", str(tmp_path / "s1"), "--student", "blm_test",
+              "--epochs", "1", "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
+    assert "differ in their split" in capsys.readouterr().err
 
 
 def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
