@@ -18,8 +18,8 @@ Ways to classify a tile (``mode``):
   P² times; the result equals the patch path up to float rounding (tested).
 * ``encode-ort``: the same, and more computed once per pixel: the first Mamba block's LayerNorm,
   in-projection and gate mix no tokens, so :meth:`BLMStudent.pixel_features` runs them on the whole
-  latent tile too. The windows of those features, gathered straight into the model's scan order (one
-  ``np.take``), are classified by ONNX Runtime running a graph of :meth:`BLMStudent.forward_tokens`
+  latent tile too. The windows of those features, gathered straight into the model's scan order
+  (``np.take``), are classified by ONNX Runtime running a graph of :meth:`BLMStudent.forward_tokens`
   exported when the classifier is opened (and checked against PyTorch), on small batches in
   parallel worker threads. About 3x faster than PyTorch on a CPU for the small matmuls of a
   student, and 1.06-1.16x faster than gathering latents alone (single thread, side by side,
@@ -251,20 +251,21 @@ class SceneClassifier:
                 lat[c0 : c0 + step] = z
         return lat
 
-    def _pixel_features(self, lat) -> np.ndarray:
-        """:meth:`BLMStudent.pixel_features` of a latent tile ``(hp, wp, d)``, as ``(hp·wp, C)`` numpy,
-        computed in row chunks into one array (no full-size intermediates)."""
+    def _pixel_features(self, lat) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`BLMStudent.pixel_features` of a latent tile ``(hp, wp, d)``, as two contiguous
+        ``(hp·wp, d_inner)`` numpy arrays (``np.take`` copies a non-contiguous source whole), computed
+        in row chunks into them (no full-size intermediates)."""
         import torch
 
         model = self.runner.model
         hp, wp, _ = lat.shape
-        out = np.empty((hp * wp, model.pixel_feature_dim), np.float32)
-        step = max(1, _ENCODE_CHUNK_BYTES // (wp * model.pixel_feature_dim * 4))
+        outs = tuple(np.empty((hp * wp, model.pixel_feature_dim), np.float32) for _ in range(2))
+        step = max(1, _ENCODE_CHUNK_BYTES // (wp * 2 * model.pixel_feature_dim * 4))
         with torch.inference_mode():
             for r0 in range(0, hp, step):
-                f = model.pixel_features(lat[r0 : r0 + step])  # (rows, wp, C)
-                out[r0 * wp : (r0 + f.shape[0]) * wp] = f.reshape(-1, f.shape[-1]).numpy()
-        return out
+                for out, f in zip(outs, model.pixel_features(lat[r0 : r0 + step])):  # (rows, wp, d_inner) each
+                    out[r0 * wp : (r0 + f.shape[0]) * wp] = f.reshape(-1, f.shape[-1]).numpy()
+        return outs
 
     def _classify_encoded(self, x, rows, cols, batch) -> np.ndarray:
         import torch
@@ -287,14 +288,14 @@ class SceneClassifier:
                 ]
             return torch.cat(out).numpy()
         if self.session is not None:
-            lat_flat, feats = lat.reshape(hp * wp, d).numpy(), self._pixel_features(lat)  # (hp·wp, d), (hp·wp, C)
+            lat_flat, (fx, fz) = lat.reshape(hp * wp, d).numpy(), self._pixel_features(lat)  # (hp·wp, ·)
             order = np.asarray(self.runner.model.scan_order(p))
             offsets = (order // p) * wp + order % p  # (L,) flat offsets of a window's tokens, scan order
             starts_flat = np.asarray(rows, np.int64) * wp + np.asarray(cols, np.int64)  # (N,)
 
             def run(i: int) -> np.ndarray:
                 idx = starts_flat[i : i + batch, None] + offsets  # (n, L)
-                inputs = {"h": np.take(lat_flat, idx, axis=0), "g": np.take(feats, idx, axis=0)}  # (n, L, ·)
+                inputs = {k: np.take(a, idx, axis=0) for k, a in (("h", lat_flat), ("x", fx), ("z", fz))}  # (n, L, ·)
                 return self.session.run(None, inputs)[0]  # (n, K)
         else:
             # On the CPU numpy gathers the channels-last windows ~8x faster than torch indexing.
@@ -326,9 +327,9 @@ class LatentGraphError(BlmkdError):
 
 def latent_session(model, patch_size: int, atol: float = 1e-4):
     """An ONNX Runtime session (one intra-op thread) of ``model.forward_tokens`` on windows of the
-    latents ``h (N, P², d_model)`` and of :meth:`BLMStudent.pixel_features` ``g (N, P², C)`` in scan
-    order (two inputs, so that the graph splits nothing), exported now and checked against PyTorch
-    on random features.
+    latents ``h (N, P², d_model)`` and of the two :meth:`BLMStudent.pixel_features` ``x, z (N, P², d_inner)``
+    in scan order (separate inputs, so that the graph slices nothing), exported now and checked
+    against PyTorch on random features.
 
     Raises:
         LatentGraphError: the export fails or its logits differ from PyTorch by more than ``atol``
@@ -349,12 +350,14 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
             super().__init__()
             self.m = m
 
-        def forward(self, h, g):  # (N, L, d), (N, L, C) → (N, K)
-            return self.m.forward_tokens(h, g)
+        def forward(self, h, x, z):  # (N, L, d), (N, L, d_inner) × 2 → (N, K)
+            return self.m.forward_tokens(h, x, z)
 
     gen = torch.Generator().manual_seed(0)
     L = patch_size * patch_size
-    probe = (torch.randn(64, L, model.config.d_model, generator=gen), torch.randn(64, L, model.pixel_feature_dim, generator=gen))
+    names = ["h", "x", "z"]
+    widths = [model.config.d_model, model.pixel_feature_dim, model.pixel_feature_dim]
+    probe = tuple(torch.randn(64, L, w, generator=gen) for w in widths)
     wrapper = _Tokens(model).eval()
     with tempfile.TemporaryDirectory(prefix="blmkd-latent-") as tmp:
         path = Path(tmp) / "latent.onnx"
@@ -362,8 +365,8 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
                 torch.onnx.export(wrapper, tuple(t[:2] for t in probe), str(path), opset_version=17, dynamo=False,
-                                  input_names=["h", "g"], output_names=["logits"],
-                                  dynamic_axes={"h": {0: "n"}, "g": {0: "n"}, "logits": {0: "n"}})  # fmt: skip
+                                  input_names=names, output_names=["logits"],
+                                  dynamic_axes={**{k: {0: "n"} for k in names}, "logits": {0: "n"}})  # fmt: skip
         except Exception as exc:  # the exporter raises many types
             raise LatentGraphError(
                 f"cannot export forward_tokens to ONNX ({type(exc).__name__}: {exc})"
@@ -371,7 +374,7 @@ def latent_session(model, patch_size: int, atol: float = 1e-4):
         sess = ort_session(path.read_bytes(), threads=1, inter_op_num_threads=1)
     with torch.inference_mode():
         ref = wrapper(*probe).numpy()
-    got = sess.run(None, {"h": probe[0].numpy(), "g": probe[1].numpy()})[0]
+    got = sess.run(None, {k: t.numpy() for k, t in zip(names, probe)})[0]
     err = float(np.abs(got - ref).max())
     if not err <= atol * max(1.0, float(np.abs(ref).max())):
         raise LatentGraphError(f"the ONNX latent graph differs from PyTorch by {err:.2e}")

@@ -106,13 +106,13 @@ def test_pixel_features_then_tokens_equals_forward(two_layer_student):
     img = torch.randint(0, 256, (1, BANDS, H, W), dtype=torch.uint8)
     with torch.no_grad():
         lat = m.encode(img)[0].permute(1, 2, 0)  # (H, W, d_model)
-        feats = m.pixel_features(lat)  # (H, W, C)
-        assert feats.shape == (H, W, m.pixel_feature_dim)
+        fx, fz = m.pixel_features(lat)  # (H, W, d_inner) each
+        assert fx.shape == fz.shape == (H, W, m.pixel_feature_dim)
         order = torch.tensor(m.scan_order(P))
         rows, cols = torch.meshgrid(torch.arange(H - P + 1), torch.arange(W - P + 1), indexing="ij")
         r = rows.reshape(-1, 1) + order // P  # (N, L) window pixel rows, in scan order
         c = cols.reshape(-1, 1) + order % P
-        y_tok = m.forward_tokens(lat[r, c], feats[r, c])  # (N, K)
+        y_tok = m.forward_tokens(lat[r, c], fx[r, c], fz[r, c])  # (N, K)
         patches = torch.stack([img[0, :, i : i + P, j : j + P] for i, j in zip(rows.flatten(), cols.flatten())])
         y_ref = m(patches)
     torch.testing.assert_close(y_tok, y_ref, rtol=1e-5, atol=1e-5)
