@@ -224,7 +224,7 @@ class MambaBlock(nn.Module):
         # A (1, d_conv) Conv2d, not Conv1d: ONNX Runtime has a fast depthwise kernel only for 2-D
         # convs (~4x faster here); same weights, same result.
         x = F.conv2d(x[:, :, None], self.conv1d.weight[:, :, None], self.conv1d.bias, groups=self.d_inner)
-        return F.silu(x[:, :, 0])  # (N, d_inner, L)
+        return F.silu(x.squeeze(2))  # (N, d_inner, L); a Squeeze, not a copying Gather, in ONNX
 
     def mixer(self, u):
         """The selective-SSM mixer: normalized tokens ``u (N, L, d_model)`` → ``(N, L, d_model)``."""
