@@ -13,8 +13,9 @@ and INT8 ONNX (checked against PyTorch by the exporter) into a temporary folder,
 * times batch-1 latency (p50/p90/p99 after warm-up) of PyTorch and of the ONNX files with 1 and 2
   ORT threads.
 
-It also reports how much CPU the process got (process CPU time / wall time): the CI box has two
-cores that other jobs share, so numbers move with its load.
+It also reports how much CPU the process got (process CPU time / wall time) and this machine's FP32
+GEMM speed at the start and the end: the box has two cores that other tenants share, and the same
+code ran 1.4x slower on one day than on another, so compare runs by those figures too.
 
     .venv/bin/python benchmarks/bench_scene.py [--checkpoint PATH] [--repeats 5] [--json logs/bench_scene.json]
 """
@@ -39,6 +40,19 @@ from blmkd.train import bundle_from_checkpoint
 
 TARGET_PX_S = 50_000
 TARGET_P50_MS = 0.05
+
+
+def machine_speed() -> dict:
+    """Best FP32 GEMM GFLOP/s with 1 thread and with torch's threads: how fast this shared machine is right now."""
+    from blmkd.bench.machine import matmul_peak_gflops
+
+    threads = torch.get_num_threads()
+    out = {}
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        out[str(n)] = matmul_peak_gflops("cpu")["gflops"]
+    torch.set_num_threads(threads)
+    return out
 
 
 def cpu_share(fn):
@@ -90,6 +104,7 @@ def main() -> None:
     print(f"{ck.model_name} from {args.checkpoint}; scene {bundle.scene.name} {cube.shape}; "
           f"torch threads {threads}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     results: dict = {
+        "machine_gemm_start": machine_speed(),
         "checkpoint": args.checkpoint,
         "model": ck.model_name,
         "scene": list(cube.shape),
@@ -143,6 +158,10 @@ def main() -> None:
                            "passed": best_lat["p50_ms"] <= TARGET_P50_MS},
     }  # fmt: skip
     results["load_avg_1min_end"] = os.getloadavg()[0]
+    results["machine_gemm_end"] = machine_speed()
+    g0, g1 = results["machine_gemm_start"], results["machine_gemm_end"]
+    print(f"\nthis machine's FP32 GEMM (1024², best of 10), start / end: 1 thread {g0['1']:.0f} / {g1['1']:.0f} GFLOP/s, "
+          f"{threads} threads {g0[str(threads)]:.0f} / {g1[str(threads)]:.0f} (compare runs by these, not only by px/s)")  # fmt: skip
     print("\ntargets:")
     for key, t in results["targets"].items():
         op = ">=" if key == "map_px_s" else "<="
