@@ -88,6 +88,7 @@ def distill(
     from blmkd.train import bundle_from_checkpoint
 
     _check_student(student)
+    teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
     kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled)
     kd.validate()
     if kd.unlabelled and kd.hint_weight > 0:

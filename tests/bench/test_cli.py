@@ -151,3 +151,14 @@ def test_errors_are_one_line(capsys, student_ckpt, tmp_path):
     assert "must end in" in _error_line(
         capsys, ["predict", ck, "--scene", "indian_pines", "-o", str(tmp_path / "m.jpg")]
     )
+
+
+def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys):
+    """`blmkd demo` chains the commands as Python calls: a change to one of them must not break it."""
+    out = tmp_path / "demo"
+    main(["demo", "--out", str(out), "--teacher-model", "ssa_mamba_test", "--teacher-epochs", "1",
+          "--student", "blm_test", "--student-epochs", "1", "--no-progress"])  # fmt: skip
+    res = json.loads((out / "demo.json").read_text())
+    assert 0 <= res["teacher"]["oa"] <= 1 and 0 <= res["student"]["oa"] <= 1
+    assert (out / "report" / "report.html").is_file() and (out / "export" / "blm_test.int8.onnx").is_file()
+    assert str(out / "report" / "report.html") in capsys.readouterr().out.replace("\n", "")
