@@ -91,8 +91,6 @@ def distill(
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
     kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled)
     kd.validate()
-    if kd.unlabelled and kd.hint_weight > 0:
-        raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
     seed_list = C.parse_seeds(seeds)
@@ -178,11 +176,8 @@ def _check_same_data(cks) -> None:
     """The members of a teacher ensemble must have seen the same data, split and preprocessing."""
     ref = cks[0]
     for ck in cks[1:]:
-        for key, what in (("split", "split"), ("preprocessing", "preprocessing")):
-            a, b = ref.meta.get(key, {}), ck.meta.get(key, {})
-            if key == "split":
-                a, b = a.get("digest"), b.get("digest")
-            if a != b:
+        for what, fact in (("split", lambda m: m.get("split", {}).get("digest")), ("preprocessing", lambda m: m.get("preprocessing"))):
+            if fact(ref.meta) != fact(ck.meta):
                 raise BlmkdError(f"teachers {ref.path} and {ck.path} differ in their {what}; an ensemble needs the same data")
 
 

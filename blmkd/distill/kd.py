@@ -52,6 +52,8 @@ class KDConfig:
             raise BlmkdError(f"--hint-weight must be ≥ 0, got {self.hint_weight}")
         if self.unlabelled < 0:
             raise BlmkdError(f"--unlabelled must be ≥ 0, got {self.unlabelled}")
+        if self.unlabelled and self.hint_weight > 0:
+            raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
 
 
 @dataclass
@@ -151,6 +153,8 @@ def kd_objective(
     """
     from blmkd.distill.losses import DistillationLoss, lambda_schedule
 
+    if pool is not None and hint is not None and cfg.hint_weight > 0:
+        raise ValueError("an unlabelled pool and a hint loss cannot be combined (see KDConfig.validate)")
     loss_fn = DistillationLoss(temperature=cfg.temperature, kind=cfg.kd_loss)
     gen = torch.Generator().manual_seed(seed)
 
@@ -158,26 +162,26 @@ def kd_objective(
         lam = lambda_schedule(epoch - 1, cfg.warmup_epochs, cfg.lambda_0, cfg.lambda_max)
         v = variants if cache.shape[1] > 1 else torch.zeros_like(variants)
         z_t = cache[idx, v].to(x.device)  # (N, K); the cache stays on the CPU
-        if hint is not None and cfg.hint_weight > 0:
-            z_s, f_s = model(x, return_features=True)
-            total, parts = loss_fn(z_s, z_t, y, lam)
-            h = hint(f_s, feat_cache[idx, v].to(x.device))
-            total = total + cfg.hint_weight * h
-            parts = {**parts, "hint": float(h.detach())}
-        elif pool is not None and len(pool) and lam > 0:
+        use_hint = hint is not None and cfg.hint_weight > 0
+        j = None  # the unlabelled pixels drawn this step
+        if pool is not None and len(pool) and lam > 0:
             j = torch.randint(0, len(pool), (len(x),), generator=gen).numpy()
             xu = pool.extractor.gather(pool.rows[j], pool.cols[j]).to(x.device)
             z_all = model(torch.cat([x, xu]))  # one pass: BatchNorm sees both
-            z_s = z_all[: len(x)]
-            total, parts = loss_fn(z_s, z_t, y, lam)
-            ku = loss_fn.kd(z_all[len(x) :], pool.logits[j].to(x.device))
-            total = total + lam * ku
-            parts = {**parts, "kd_unlabelled": float(ku.detach())}
+            z_s, z_u = z_all[: len(x)], z_all[len(x) :]
+        elif use_hint:
+            z_s, f_s = model(x, return_features=True)
         else:
             z_s = model(x)
-            total, parts = loss_fn(z_s, z_t, y, lam)
-            if pool is not None:
-                parts = {**parts, "kd_unlabelled": 0.0}
+        total, parts = loss_fn(z_s, z_t, y, lam)
+        if use_hint:
+            h = hint(f_s, feat_cache[idx, v].to(x.device))
+            total = total + cfg.hint_weight * h
+            parts = {**parts, "hint": float(h.detach())}
+        if pool is not None:  # the same log keys every step, 0 while λ is 0
+            ku = loss_fn.kd(z_u, pool.logits[j].to(x.device)) if j is not None else torch.zeros(())
+            total = total + lam * ku
+            parts = {**parts, "kd_unlabelled": float(ku.detach())}
         return total, z_s, {**parts, "lambda": lam}
 
     return objective
