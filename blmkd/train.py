@@ -198,13 +198,27 @@ def predict_logits(model: nn.Module, extractor, rows, cols, batch_size: int = 10
     return torch.cat(outs)
 
 
-def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024):
-    """OA/AA/κ report of ``model`` on the ``which`` pixels of the bundle's split."""
+def predict_tta(model: nn.Module, extractor, rows, cols, batch_size: int = 1024) -> torch.Tensor:
+    """Class probabilities (N, K) averaged over the 8 dihedral views of each window.
+
+    Test-time augmentation: 8× the inference cost of :func:`predict_logits`. The models are
+    trained with random dihedral views (``--augment``), so every view is one they know.
+    """
+    probs = None
+    for v in range(8):
+        p = predict_logits(model, extractor, rows, cols, batch_size, variant=v).softmax(1)
+        probs = p if probs is None else probs + p
+    return probs / 8
+
+
+def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024, tta: bool = False):
+    """OA/AA/κ report of ``model`` on the ``which`` pixels of the bundle's split (``tta``: 8 dihedral views)."""
     from blmkd.metrics import classification_report
 
     rows, cols, y = bundle.coords(which)
-    logits = predict_logits(model, bundle.extractor(getattr(model, "input_kind", "float")), rows, cols, batch_size)
-    pred = logits.argmax(1).numpy()
+    extractor = bundle.extractor(getattr(model, "input_kind", "float"))
+    predict = predict_tta if tta else predict_logits
+    pred = predict(model, extractor, rows, cols, batch_size).argmax(1).numpy()
     return classification_report(y, pred, bundle.scene.num_classes)
 
 
@@ -226,11 +240,51 @@ class TrainConfig:
     augment: bool = True  # random dihedral flips/rotations of training patches
     patience: int = 30  # early stopping: epochs without val-OA gain (0 disables)
     label_smoothing: float = 0.0
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0 = off)
     eval_batch: int = 512
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights and buffers, updated after every optimizer step.
+
+    ``decay`` is per step, warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates so the
+    first epochs are not dominated by the random initialisation. BatchNorm running statistics are
+    averaged like the weights; integer buffers (``num_batches_tracked``) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, updates: int = 0):
+        import copy
+
+        self.decay, self.updates = decay, updates
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self._pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, m in self._pairs:
+            if e.dtype.is_floating_point:
+                e.lerp_(m.detach(), 1.0 - d)
+            else:
+                e.copy_(m)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The averaged state, keyed ``ema.<name>`` (stored in ``last.safetensors`` for ``--resume``)."""
+        return {f"ema.{k}": v for k, v in self.module.state_dict().items()}
+
+    def load(self, ck: Checkpoint) -> None:
+        state = {k: ck.extra(f"ema.{k}") for k in self.module.state_dict()}
+        missing = [k for k, v in state.items() if v is None]
+        if missing:
+            raise TrainingError(f"--resume with --ema: {ck.path} holds no averaged weights (trained without --ema?)")
+        self.module.load_state_dict(state)
 
 
 class TrainingError(BlmkdError):
@@ -316,6 +370,10 @@ def fit(
       rank 0 reads ``last.safetensors`` and broadcasts it (nodes need no shared filesystem);
     * the test evaluation of the best weights is sharded and gathered.
 
+    With ``cfg.ema > 0`` an exponential moving average of the weights (:class:`WeightEMA`) is
+    validated, kept as ``best`` and tested; ``last`` holds the live weights plus the average, for
+    ``resume``.
+
     The objective is called with the DistributedDataParallel wrapper: it must call the model,
     not reach into its attributes. ``on_epoch(row)`` and ``on_step({"epoch", "step", "loss",
     "n", "lr"})`` (the global batch's mean loss and size) are called on every rank with the same
@@ -364,17 +422,24 @@ def fit(
 
     start_epoch, best_val, best_epoch, bad_epochs = 1, -1.0, 0, 0
     log_path = out / "metrics.jsonl"
+    ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 else None
     if resume:
         last = out / "last.safetensors"
         state = None
         if main and last.exists():
             ck = load_checkpoint(last)
-            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"])
+            if ema is not None:
+                ema.load(ck)
+            ema_state = ema.module.state_dict() if ema is not None else None
+            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
         state = D.broadcast_object(state)
         if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
-        model_state, opt_state, st = state
+        model_state, opt_state, st, ema_state = state
         model.load_state_dict(model_state)
+        if ema is not None:
+            ema.module.load_state_dict(ema_state)
+            ema.updates = st.get("ema_updates", st["epoch"] * steps_per_epoch)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
@@ -441,6 +506,8 @@ def fit(
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update()
                 tot_loss += stats[0]
                 correct += int(stats[2])
                 seen += int(stats[1])
@@ -450,9 +517,10 @@ def fit(
                     on_step({"epoch": epoch, "step": step_no, "loss": stats[0] / stats[1], "n": int(stats[1]),
                              "lr": opt.param_groups[0]["lr"]})  # fmt: skip
             train_oa = correct / max(1, seen)
+            judged = ema.module if ema is not None else model  # the weights validated and kept as best
             if use_val:
                 share = D.shard(len(vrows))
-                hits = _correct(model, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
+                hits = _correct(judged, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
                 val_oa = D.all_reduce_sum([hits])[0] / len(vrows)
             else:
                 val_oa = train_oa
@@ -471,11 +539,14 @@ def fit(
             else:
                 bad_epochs += 1
             state = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+            if ema is not None:
+                state["ema_updates"] = ema.updates
             meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "train_oa": train_oa, "epoch": epoch}}
             if main:
                 if improved:
-                    save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
-                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=extra_tensors)
+                    save_checkpoint(out / "best.safetensors", judged, meta, extra_tensors=extra_tensors)
+                last_extra = {**(extra_tensors or {}), **(ema.tensors() if ema is not None else {})}
+                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=last_extra or None)
                 log_lines.append(json.dumps(row))
                 _write_lines(log_path, log_lines)
             prog.update(row, best_val)

@@ -11,7 +11,9 @@ from blmkd.cli import common as C
 from blmkd.cli.train import (
     LR,
     WD,
+    EMA,
     Augment,
+    LabelSmoothing,
     Batch,
     Epochs,
     Out,
@@ -64,6 +66,7 @@ def distill(
     lr_warmup: Warmup = 5,
     patience: Patience = 60,
     augment: Augment = True,
+    ema: EMA = 0.0,
     out: Out = Path("runs/student"),
     resume: Resume = False,
     progress: C.Progress = True,
@@ -157,7 +160,7 @@ def distill(
         _check_same_data(cks)
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         runs += _run_seeds(
-            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s),
+            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s, ema),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
@@ -231,6 +234,8 @@ def train_student(
     lr_warmup: Warmup = 5,
     patience: Patience = 60,
     augment: Augment = True,
+    ema: EMA = 0.0,
+    label_smoothing: LabelSmoothing = 0.0,
     out: Out = Path("runs/student_nokd"),
     resume: Resume = False,
     progress: C.Progress = True,
@@ -251,7 +256,7 @@ def train_student(
         C.parse_seeds(seeds) or [seed], out, build,
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing),
         resume=resume, progress=progress, title=f"student {student} (no teacher)",
     )  # fmt: skip
 

@@ -11,7 +11,7 @@ from blmkd.cli import common as C
 from blmkd.errors import BlmkdError
 
 
-def _train_cfg(epochs, batch, lr, weight_decay, warmup, patience, augment, seed):
+def _train_cfg(epochs, batch, lr, weight_decay, warmup, patience, augment, seed, ema=0.0, label_smoothing=0.0):
     from blmkd.train import TrainConfig
 
     if epochs < 1:
@@ -20,9 +20,13 @@ def _train_cfg(epochs, batch, lr, weight_decay, warmup, patience, augment, seed)
         raise BlmkdError("--batch must be at least 2 (BatchNorm needs two samples)")
     if lr <= 0:
         raise BlmkdError("--lr must be positive")
+    if not 0.0 <= ema < 1.0:
+        raise BlmkdError(f"--ema must be in [0, 1) (0 = off), got {ema}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise BlmkdError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
     return TrainConfig(
         epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup,
-        patience=patience, augment=augment, seed=seed,
+        patience=patience, augment=augment, seed=seed, ema=ema, label_smoothing=label_smoothing,
     )  # fmt: skip
 
 
@@ -33,6 +37,8 @@ WD = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (p
 Warmup = Annotated[int, typer.Option("--lr-warmup", help="Epochs of linear learning-rate warm-up before the cosine decay.")]
 Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epochs without a validation-OA gain (0 = off).")]
 Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")]
+EMA = Annotated[float, typer.Option("--ema", help="Validate, keep and test an exponential moving average of the weights with this per-step decay, e.g. 0.99 (0 = off).")]
+LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing in [0, 1).")]
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, metrics.jsonl).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")]
@@ -62,6 +68,8 @@ def train_teacher(
     lr_warmup: Warmup = 5,
     patience: Patience = 30,
     augment: Augment = True,
+    ema: EMA = 0.0,
+    label_smoothing: LabelSmoothing = 0.0,
     out: Out = Path("runs/teacher"),
     resume: Resume = False,
     progress: C.Progress = True,
@@ -83,7 +91,7 @@ def train_teacher(
         lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes),
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing),
         resume=resume,
         progress=progress,
         title=f"teacher {model}",
@@ -139,6 +147,7 @@ def evaluate(
     seed: Annotated[int | None, typer.Option("--seed", help="Split seed (default: the checkpoint's).")] = None,
     split_set: Annotated[str, typer.Option("--set", help="Which pixels: test | val | train.")] = "test",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average the class probabilities of the 8 dihedral views of each window (8× the inference time).")] = False,
 ) -> None:
     """OA/AA/κ, per-class accuracy and the confusion matrix of a checkpoint on its test split.
 
@@ -154,12 +163,12 @@ def evaluate(
     ck = load_checkpoint(checkpoint)
     bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
     model = ck.build_model()
-    rep = evaluate_model(model, bundle, split_set).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
-    C.console.print(C.report_table(f"{ck.model_name} on {bundle.scene.name} ({split_set} split, leakage {bundle.split.leakage:.3f})", [(ck.model_name, rep)]))
+    rep = evaluate_model(model, bundle, split_set, tta=tta).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
+    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {bundle.split.leakage:.3f})", [(ck.model_name, rep)]))
     C.console.print(C.per_class_table(rep))
     _print_confusion(rep)
     if json_out:
-        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "leakage": float(bundle.split.leakage), **rep})
+        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "tta": tta, "leakage": float(bundle.split.leakage), **rep})
 
 
 def _print_confusion(rep: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, TrainingError, apply_variants, dihedral, fit
+from blmkd.train import TrainConfig, TrainingError, apply_variants, dihedral, fit, predict_logits, predict_tta
 
 
 def _teacher(bundle):
@@ -27,6 +27,19 @@ def test_dihedral_variants_are_the_8_symmetries():
     got = apply_variants(xs, v)
     for i, vi in enumerate(v.tolist()):
         assert torch.equal(got[i], dihedral(xs[i : i + 1], vi)[0])
+
+
+def test_tta_averages_the_probabilities_of_the_8_views(ip_bundle):
+    model = _teacher(ip_bundle)
+    rows, cols, _ = ip_bundle.coords("test")
+    rows, cols = rows[:40], cols[:40]
+    ext = ip_bundle.extractor("float")
+    got = predict_tta(model, ext, rows, cols, batch_size=16)
+    views = torch.stack([predict_logits(model, ext, rows, cols, variant=v).softmax(1) for v in range(8)])
+    assert torch.allclose(got, views.mean(0), atol=1e-6)
+    assert torch.allclose(got.sum(1), torch.ones(40), atol=1e-5)
+    # an untrained network is not dihedral-invariant: the views really differ
+    assert (views - views[0]).abs().max() > 1e-4
 
 
 def test_fit_writes_checkpoints_log_and_resumes(ip_bundle, tmp_path):
@@ -77,6 +90,10 @@ def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
     assert rep["set"] == "test" and 0 <= rep["oa"] <= 1 and len(rep["per_class"]) == 10
     text = capsys.readouterr().out
     assert "OA" in text and "confusion" in text
+    main(["evaluate", str(out), "--tta", "--json", str(tmp_path / "tta.json")])
+    tta = json.loads((tmp_path / "tta.json").read_text())
+    assert tta["tta"] is True and rep["tta"] is False and 0 <= tta["oa"] <= 1
+    assert "8-view TTA" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -102,3 +119,57 @@ def test_checkpoint_dataset_mismatch(ip_bundle, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path / "r"), "--dataset", str(tmp_path / "other.npz")])
     assert "bands" in capsys.readouterr().err
+
+
+def test_weight_ema_update_is_the_warmed_up_moving_average():
+    from blmkd.train import WeightEMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, decay=0.5)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 7
+    ema.update()  # n = 1: d = min(0.5, 2/11)
+    d = 2 / 11
+    assert torch.allclose(ema.module[0].weight, d * start + (1 - d) * net[0].weight)
+    assert int(ema.module[1].num_batches_tracked) == 7  # integer buffers are copied
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    for _ in range(50):
+        ema.update()  # d reaches the cap 0.5 and the average converges to the fixed weights
+    assert torch.allclose(ema.module[0].weight, net[0].weight, atol=1e-6)
+
+
+def test_fit_with_ema_keeps_the_average_as_best_and_resumes(ip_bundle, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128, patience=0, ema=0.9)
+    fit(_teacher(ip_bundle), ip_bundle, cfg, tmp_path, progress=False)
+    best, last = load_checkpoint(tmp_path), load_checkpoint(tmp_path / "last.safetensors")
+    name = "head.weight" if "head.weight" in best.model_state() else next(iter(best.model_state()))
+    # best holds the averaged weights, last the live ones plus the average for --resume
+    assert not torch.equal(best.tensors[name], last.tensors[name])
+    assert torch.equal(best.tensors[name], last.extra(f"ema.{name}"))
+    steps = -(-len(ip_bundle.coords("train")[0]) // 128)
+    assert last.meta["train_state"]["ema_updates"] == steps
+    res = fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=2, batch_size=128, patience=0, ema=0.9), tmp_path,
+              resume=True, progress=False)  # fmt: skip
+    assert res.epochs_run == 2
+    assert load_checkpoint(tmp_path / "last.safetensors").meta["train_state"]["ema_updates"] == 2 * steps
+    # a run trained without --ema cannot be resumed with it
+    fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=1, batch_size=256, patience=0), tmp_path / "plain", progress=False)
+    with pytest.raises(TrainingError, match="averaged weights"):
+        fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=2, batch_size=256, patience=0, ema=0.9), tmp_path / "plain",
+            resume=True, progress=False)  # fmt: skip
+
+
+def test_cli_ema_and_label_smoothing_options(ip_crop_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "128",
+          "--ema", "0.9", "--label-smoothing", "0.1", "--out", str(out), "--no-progress"])  # fmt: skip
+    training = load_checkpoint(out).meta["training"]
+    assert training["ema"] == 0.9 and training["label_smoothing"] == 0.1
+    for bad in (["--ema", "1.0"], ["--label-smoothing", "-0.1"]):
+        with pytest.raises(SystemExit):
+            main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", *bad,
+                  "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and bad[0] in err[0]
