@@ -9,13 +9,13 @@ import typer
 
 from blmkd.cli import common as C
 from blmkd.cli.train import (
+    EMA,
     LR,
     WD,
-    EMA,
     Augment,
-    LabelSmoothing,
     Batch,
     Epochs,
+    LabelSmoothing,
     Out,
     Patience,
     Resume,
