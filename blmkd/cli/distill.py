@@ -57,6 +57,7 @@ def distill(
     kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy.")] = "kl",
     hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
     unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
+    teacher_tta: Annotated[bool, typer.Option("--teacher-tta", help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's.")] = None,
     seeds: Seeds = None,
     epochs: Epochs = 200,
@@ -92,7 +93,7 @@ def distill(
 
     _check_student(student)
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
-    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled)
+    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta)
     kd.validate()
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
@@ -119,19 +120,20 @@ def distill(
         model.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
         variants = 8 if augment else 1
         who = "teacher" if len(cks) == 1 else f"{len(cks)} teachers'"
-        msg = f"caching {who} logits ({variants} variant(s) × {int(bundle.split.train.sum())} patches)"
+        views = 8 if kd.teacher_tta else variants
+        msg = f"caching {who} logits ({views} view(s) × {int(bundle.split.train.sum())} patches)"
         with C.console.status(msg) if is_main() else contextlib.nullcontext():
             if kd.hint_weight > 0:
                 cache, feats = teacher_cache(t_models[0], bundle, variants, features=True)
             else:
-                cache, feats = ensemble_cache(t_models, bundle, variants), None
+                cache, feats = ensemble_cache(t_models, bundle, variants, tta=kd.teacher_tta), None
         pool = None
         if kd.unlabelled:
             from blmkd.distill.kd import UnlabelledPool, unlabelled_coords
 
             ur, uc = unlabelled_coords(bundle, kd.unlabelled, s)
             with C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
-                ul = ensemble_cache(t_models, bundle, 1, coords=(ur, uc))[:, 0]
+                ul = ensemble_cache(t_models, bundle, 1, coords=(ur, uc), tta=kd.teacher_tta)[:, 0]
             pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
         hint = None
         extra = []

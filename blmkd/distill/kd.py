@@ -31,6 +31,7 @@ class KDConfig:
     lambda_max: float = 1.0  # < 1 keeps some hard-label signal after the warm-up
     hint_weight: float = 0.0  # feature-level hint loss weight (0 = off)
     unlabelled: int = 0  # also distil on up to this many pixels the ground truth leaves unlabelled (0 = off)
+    teacher_tta: bool = False  # target = the teacher's logits averaged over the 8 dihedral views of the patch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +55,8 @@ class KDConfig:
             raise BlmkdError(f"--unlabelled must be ≥ 0, got {self.unlabelled}")
         if self.unlabelled and self.hint_weight > 0:
             raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
+        if self.teacher_tta and self.hint_weight > 0:
+            raise BlmkdError("--teacher-tta and --hint-weight cannot be combined (the hint matches one view's features)")
 
 
 @dataclass
@@ -125,15 +128,21 @@ def teacher_cache(
     return (lg, fs) if features else lg
 
 
-def ensemble_cache(teachers: list[nn.Module], bundle: Bundle, variants: int, batch_size: int = 512, coords=None):
+def ensemble_cache(
+    teachers: list[nn.Module], bundle: Bundle, variants: int, batch_size: int = 512, coords=None, tta: bool = False
+):
     """:func:`teacher_cache` of several teachers, averaged: the logits of their ensemble ``(N, V, K)``.
 
     Averaging logits (not probabilities) keeps one teacher's cache exactly what it was alone and
     gives the temperature-softened targets ``softmax(mean_i z_i / T)``, a geometric mean of the
-    members' distributions.
+    members' distributions. With ``tta`` every member runs on the 8 dihedral views of each patch
+    and the result is their mean, ``(N, 1, K)``: one view-independent target per patch, whatever
+    view the student is shown (8× the teacher time of the identity view alone).
     """
+    variants = 8 if tta else variants
     caches = [teacher_cache(t, bundle, variants, batch_size, coords=coords) for t in teachers]
-    return caches[0] if len(caches) == 1 else torch.stack(caches).mean(0)
+    cache = caches[0] if len(caches) == 1 else torch.stack(caches).mean(0)
+    return cache.mean(1, keepdim=True) if tta else cache
 
 
 def kd_objective(

@@ -127,6 +127,28 @@ def test_ensemble_cache_is_the_mean_of_the_members(bundle, teacher_dir):
     assert torch.allclose(ensemble_cache([t, other], bundle, 2), (one + two) / 2, atol=1e-6)
 
 
+def test_teacher_tta_cache_is_the_mean_over_the_8_views(bundle, teacher_dir):
+    t = load_checkpoint(teacher_dir).build_model()
+    views = teacher_cache(t, bundle, 8)  # (N, 8, K)
+    tta = ensemble_cache([t], bundle, 1, tta=True)  # whatever the student's variants
+    assert tta.shape == (views.shape[0], 1, views.shape[2])
+    assert torch.allclose(tta[:, 0], views.mean(1), atol=1e-6)
+    assert (views - views[:, :1]).abs().max() > 1e-4  # the views really differ
+
+
+def test_cli_distills_from_the_teacher_tta_targets(teacher_dir, tmp_path, capsys):
+    out = tmp_path / "student_tta"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "1", "--warmup-epochs", "0",
+          "--batch", "128", "--teacher-tta", "--ema", "0.9", "--out", str(out), "--no-progress"])  # fmt: skip
+    meta = load_checkpoint(out).meta
+    assert meta["kd"]["teacher_tta"] is True and meta["training"]["ema"] == 0.9
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--teacher-tta", "--hint-weight", "1",
+              "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--teacher-tta" in err[0]
+
+
 def test_cli_distills_from_an_ensemble_and_refuses_mixed_splits(teacher_dir, ip_crop_path, tmp_path, capsys):
     # the second member: a student trained alone on the same data and split (seed 0)
     main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "256",
