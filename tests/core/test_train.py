@@ -85,6 +85,7 @@ def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
     main(["train-teacher", "--model", "ssa_mamba_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "128",
           "--out", str(out), "--no-progress"])  # fmt: skip
     assert (out / "best.safetensors").exists()
+    assert load_checkpoint(out).meta["training"]["ema"] == 0.99  # teachers average their weights by default
     main(["evaluate", str(out), "--json", str(tmp_path / "rep.json")])
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["set"] == "test" and 0 <= rep["oa"] <= 1 and len(rep["per_class"]) == 10
