@@ -204,11 +204,7 @@ def predict_tta(model: nn.Module, extractor, rows, cols, batch_size: int = 1024)
     Test-time augmentation: 8× the inference cost of :func:`predict_logits`. The models are
     trained with random dihedral views (``--augment``), so every view is one they know.
     """
-    probs = None
-    for v in range(8):
-        p = predict_logits(model, extractor, rows, cols, batch_size, variant=v).softmax(1)
-        probs = p if probs is None else probs + p
-    return probs / 8
+    return sum(predict_logits(model, extractor, rows, cols, batch_size, variant=v).softmax(1) for v in range(8)) / 8
 
 
 def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024, tta: bool = False):
@@ -256,10 +252,10 @@ class WeightEMA:
     averaged like the weights; integer buffers (``num_batches_tracked``) are copied.
     """
 
-    def __init__(self, model: nn.Module, decay: float, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float):
         import copy
 
-        self.decay, self.updates = decay, updates
+        self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -279,12 +275,12 @@ class WeightEMA:
         """The averaged state, keyed ``ema.<name>`` (stored in ``last.safetensors`` for ``--resume``)."""
         return {f"ema.{k}": v for k, v in self.module.state_dict().items()}
 
-    def load(self, ck: Checkpoint) -> None:
+    def state_from(self, ck: Checkpoint) -> dict[str, torch.Tensor]:
+        """The averaged state stored by :meth:`tensors` in ``ck``."""
         state = {k: ck.extra(f"ema.{k}") for k in self.module.state_dict()}
-        missing = [k for k, v in state.items() if v is None]
-        if missing:
+        if any(v is None for v in state.values()):
             raise TrainingError(f"--resume with --ema: {ck.path} holds no averaged weights (trained without --ema?)")
-        self.module.load_state_dict(state)
+        return state
 
 
 class TrainingError(BlmkdError):
@@ -428,9 +424,7 @@ def fit(
         state = None
         if main and last.exists():
             ck = load_checkpoint(last)
-            if ema is not None:
-                ema.load(ck)
-            ema_state = ema.module.state_dict() if ema is not None else None
+            ema_state = ema.state_from(ck) if ema is not None else None
             state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
         state = D.broadcast_object(state)
         if state is None:
@@ -439,7 +433,7 @@ def fit(
         model.load_state_dict(model_state)
         if ema is not None:
             ema.module.load_state_dict(ema_state)
-            ema.updates = st.get("ema_updates", st["epoch"] * steps_per_epoch)
+            ema.updates = st["ema_updates"]  # written with every last.safetensors that holds an average
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
