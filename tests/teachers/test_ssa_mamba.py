@@ -121,7 +121,7 @@ def test_model_conv_and_scan_agree():
         torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("k,L", [(3, 49), (3, 2), (4, 9), (1, 5)])
+@pytest.mark.parametrize("k,L", [(3, 49), (3, 2), (4, 9), (4, 3), (1, 5)])
 def test_causal_depthwise_conv_matches_conv1d(k, L):
     g = torch.Generator().manual_seed(k * 100 + L)
     C, N = 5, 3
@@ -133,6 +133,14 @@ def test_causal_depthwise_conv_matches_conv1d(k, L):
         want = conv(x)[..., :L].transpose(0, 1)  # (C, N, L)
         got = causal_depthwise_conv(u, conv.weight[:, 0], conv.bias, in_bias=in_bias)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # Backward (the in-place slice updates under autograd): same gradients as conv1d.
+    u1, u2 = u.clone().requires_grad_(), u.clone().requires_grad_()
+    w2 = conv.weight[:, 0].detach().clone().requires_grad_()
+    gy = torch.randn(C, N, L, dtype=torch.float64, generator=g)
+    (conv((u1 + in_bias[:, None, None]).transpose(0, 1))[..., :L].transpose(0, 1) * gy).sum().backward()
+    (causal_depthwise_conv(u2, w2, conv.bias, in_bias=in_bias) * gy).sum().backward()
+    torch.testing.assert_close(u2.grad, u1.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w2.grad, conv.weight.grad[:, 0], rtol=1e-12, atol=1e-12)
 
 
 def test_bn_folding_matches_batchnorm():
