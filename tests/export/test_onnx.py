@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from blmkd.checkpoint import file_sha256
 from blmkd.errors import ExportError, ModelError
@@ -120,6 +120,23 @@ def test_int8_leaves_the_selective_scan_in_float(student_exports):
     ]
     assert dq_fed and len(dq_fed) < len(matmuls)  # weight matmuls quantized, the scan's are not
     assert sum(n.op_type == "QuantizeLinear" for n in m.graph.node) > 0
+
+
+def test_int8_weights_use_seven_bits(student_exports):
+    """7-bit weights: ORT's non-VNNI x86 kernels (VPMADDUBSW) sum two u8·s8 products in int16, and
+    255·127·2 overflows it; 255·64·2 = 32,640 does not (export/quantize.py)."""
+    arts, _ = student_exports
+    m = onnx.load(str(arts["onnx-int8"].path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    weights = [
+        inits[n.input[0]]
+        for n in m.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8
+    ]
+    assert weights, "no int8 weights"
+    assert all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+    assert max(np.abs(w).max() for w in weights) >= 60  # the 7-bit range is used, not a narrower one
+    assert "7-bit" in open_artifact(arts["onnx-int8"].path).meta["quantization"]["weights"]
 
 
 def test_teacher_round_trips_with_float_input(teacher_ckpt, bundle, tmp_path):
