@@ -42,6 +42,44 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide which low-precision paths pay, in the order they are listed.
+_ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+    "asimd", "asimddp", "i8mm", "bf16",  # Arm (Jetson): NEON, int8 dot products, int8/BF16 matrix ops
+)  # fmt: skip
+_INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+_BF16_DOT = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_isa(cpuinfo: str | None = None) -> dict:
+    """The CPU's vector features that matter for INT8 and BF16, from ``/proc/cpuinfo`` text.
+
+    Returns ``{"flags": [...], "int8_dot": bool, "bf16_dot": bool, "note": str}``. Without an int8
+    dot-product instruction (x86 VNNI, Arm dot product) ONNX Runtime's int8 GEMMs sum pairs of
+    products in 16 bits (x86 ``VPMADDUBSW``) and are rarely faster than FP32; blmkd's INT8 exports use
+    7-bit weights so that those sums cannot saturate (:mod:`blmkd.export.quantize`).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    have: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 "flags", Arm "Features"
+            have |= set(value.split())
+    flags = [f for f in _ISA_FLAGS if f in have]
+    int8, bf16 = any(f in have for f in _INT8_DOT), any(f in have for f in _BF16_DOT)
+    if not have:
+        note = "CPU features unknown (no /proc/cpuinfo flags)"
+    else:
+        note = ("int8 dot products" if int8 else "no int8 dot products: INT8 is rarely faster than FP32 here") + (
+            ", BF16 dot products" if bf16 else ""
+        )
+    return {"flags": flags, "int8_dot": int8, "bf16_dot": bf16, "note": note}
+
+
 def cuda_status() -> tuple[bool, str]:
     """(available, reason): whether PyTorch sees a CUDA GPU, and if not, why."""
     import torch
@@ -62,6 +100,7 @@ def machine_info(device: str = "cpu") -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

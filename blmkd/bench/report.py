@@ -277,6 +277,7 @@ def _summary_lines(result: dict) -> list[str]:
     )
     return [
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch threads {m['torch_threads']}, load average {_f(m.get('load_avg_1min'), '.2f')}"
+        + (f"; {', '.join(isa['flags']) or 'no listed vector features'} ({isa['note']})" if (isa := m.get("cpu_isa")) else "")
         + (f", GPU {m['cuda']}" if m.get("cuda") else "")
         + (f", {m['jetson']}" if m.get("jetson") else ""),
         f"Measured matmul peak: {peak}",

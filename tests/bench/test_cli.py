@@ -77,6 +77,7 @@ def test_report_files_carry_the_numbers(bench_run):
             assert text in md and text in page, text
     assert md.count("data:image") == 0 and page.count("data:image/png;base64,") == 4  # self-contained HTML
     assert "corrupt.onnx" in md and "❌ failed" in md
+    assert rep["machine"]["cpu_isa"]["note"] in md  # which low-precision paths pay on this CPU
     verdicts = {(v["target"], v["artifact"]): v for v in rep["verdicts"]}
     assert len(verdicts) == 2 * 3
     drone = verdicts[("drone", rep["rows"][1]["name"])]  # generous budgets from the TOML file
