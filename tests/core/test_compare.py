@@ -1,0 +1,93 @@
+"""`blmkd compare`: paired statistics by hand, pairing by split, real runs end to end, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from blmkd.cli import main
+from blmkd.compare import collect_runs, compare_runs, paired_stats
+
+
+def test_paired_stats_by_hand():
+    # deltas 1, 2, 3 (pp): mean 2, sample sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3)
+    s = paired_stats([0.91, 0.92, 0.93], [0.90, 0.90, 0.90])
+    assert s["n"] == 3 and s["wins"] == 3 and s["losses"] == s["ties"] == 0
+    assert s["mean_delta"] == pytest.approx(0.02) and s["std_delta"] == pytest.approx(0.01)
+    half = 4.302653 * 0.01 / math.sqrt(3)
+    assert s["ci95"] == pytest.approx([0.02 - half, 0.02 + half], abs=1e-7)
+    assert s["ci95"][0] < 0 and s["verdict"] == "no difference shown"
+    assert s["p_signflip"] == pytest.approx(2 / 8)  # only "all +" and "all -" reach |mean| = 2
+    # six pairs 1..6 pp: t(0.975, 5) = 2.570582, sd = 1.870829 -> [1.5367, 5.4633] pp excludes 0
+    s = paired_stats([0.5 + k / 100 for k in range(1, 7)], [0.5] * 6)
+    assert s["ci95"] == pytest.approx([0.015367, 0.054633], abs=1e-5) and s["verdict"] == "A > B"
+    assert s["p_t"] == pytest.approx(0.00593, abs=5e-5)  # paired: t = 3.5 / (1.870829 / sqrt 6) = 4.583, df 5
+
+
+def test_five_seeds_cannot_reach_five_percent_by_sign_flips():
+    s = paired_stats([0.99, 0.98, 0.985, 0.97, 0.975], [0.98, 0.97, 0.98, 0.96, 0.97])
+    assert s["wins"] == 5 and s["p_signflip"] == pytest.approx(2 / 32)
+
+
+def test_mixed_signs_ties_and_a_worse():
+    s = paired_stats([0.90, 0.80, 0.85, 0.70], [0.95, 0.80, 0.90, 0.80])
+    assert (s["wins"], s["losses"], s["ties"]) == (0, 3, 1)
+    assert s["mean_delta"] == pytest.approx(-0.05) and s["verdict"] in ("A < B", "no difference shown")
+    one = paired_stats([0.9], [0.8])
+    assert one["ci95"] is None and one["p_t"] is None and one["verdict"] == "no difference shown"
+    with pytest.raises(ValueError):
+        paired_stats([0.9, 0.8], [0.9])
+
+
+def _train(ip_crop_path, out, seeds, extra=()):
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--seeds", seeds, "--epochs", "1",
+          "--batch", "256", "--out", str(out), "--no-progress", *extra])  # fmt: skip
+
+
+def test_compare_pairs_real_runs_by_split(ip_crop_path, tmp_path, capsys):
+    _train(ip_crop_path, tmp_path / "A", "0,1,2")
+    _train(ip_crop_path, tmp_path / "B", "1,2,3", ["--label-smoothing", "0.1"])
+    a, b = collect_runs(tmp_path / "A"), collect_runs(tmp_path / "B")
+    assert [r.seed for r in a] == [0, 1, 2] and len({r.digest for r in a}) == 3
+    res = compare_runs(a, b)
+    assert [p["seed"] for p in res["pairs"]] == [1, 2]  # seeds 0 (A) and 3 (B) have no partner
+    assert res["unpaired_a"] == [str(tmp_path / "A" / "seed_0")] and res["unpaired_b"] == [str(tmp_path / "B" / "seed_3")]
+    want = [json.loads((tmp_path / d / "best.json").read_text())["metrics"]["test"]["oa"] for d in ("A/seed_1", "B/seed_1")]
+    assert res["pairs"][0]["oa_a"] == pytest.approx(want[0]) and res["pairs"][0]["oa_b"] == pytest.approx(want[1])
+    assert res["stats"]["oa"]["deltas"][0] == pytest.approx(want[0] - want[1])
+
+    capsys.readouterr()
+    main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--json", str(tmp_path / "cmp.json")])
+    out = capsys.readouterr().out
+    assert "verdict (OA)" in out and "not paired (A" in out and "n = 2 pairs" in out
+    saved = json.loads((tmp_path / "cmp.json").read_text())
+    assert saved["stats"]["oa"]["deltas"] == pytest.approx(res["stats"]["oa"]["deltas"])
+
+    # metrics from an `evaluate --json` file in each run directory (here: the train split's)
+    for s in (0, 1, 2):
+        main(["evaluate", str(tmp_path / "A" / f"seed_{s}"), "--set", "train", "--json", str(tmp_path / "A" / f"seed_{s}" / "train.json")])
+    res2 = compare_runs(collect_runs(tmp_path / "A", "train.json"), b)
+    got = json.loads((tmp_path / "A" / "seed_1" / "train.json").read_text())["oa"]
+    assert res2["pairs"][0]["oa_a"] == pytest.approx(got)
+
+
+def test_compare_bad_input_is_one_line(ip_crop_path, tmp_path, capsys):
+    _train(ip_crop_path, tmp_path / "A", "0,1")
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--strategy", "per-class", "--train", "5",
+          "--epochs", "1", "--batch", "256", "--out", str(tmp_path / "other"), "--no-progress"])  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(tmp_path / "nope"), str(tmp_path / "A")], "not found"),
+        ([str(tmp_path / "empty"), str(tmp_path / "A")], "no runs under"),
+        ([str(tmp_path / "A"), str(tmp_path / "other")], "share no split"),
+        ([str(tmp_path / "A"), str(tmp_path / "A"), "--metric", "f1"], "--metric must be one of"),
+        ([str(tmp_path / "A"), str(tmp_path / "A"), "--a-file", "tta.json"], "not found (write it with `blmkd evaluate"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main(["compare", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
