@@ -19,7 +19,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -106,11 +106,19 @@ def prepare_data(opts: DataOptions) -> Bundle:
     """Load the scene, make the seeded split and fit the preprocessing on training pixels."""
     from blmkd.data import load_scene
     from blmkd.data.preprocess import fit_preprocessing
-    from blmkd.data.splits import make_split
 
     scene = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill)
+    split = split_for(scene, opts)
+    prep = fit_preprocessing(scene.cube, split.train)
+    return Bundle(opts, scene, split, prep)
+
+
+def split_for(scene, opts: DataOptions):
+    """The seeded split of ``scene`` that ``opts`` describe."""
+    from blmkd.data.splits import make_split
+
     train = int(opts.train) if opts.strategy == "per-class" else float(opts.train)
-    split = make_split(
+    return make_split(
         scene,
         opts.strategy,
         train=train,
@@ -122,8 +130,29 @@ def prepare_data(opts: DataOptions) -> Bundle:
         train_map=opts.train_map,
         test_map=opts.test_map,
     )
-    prep = fit_preprocessing(scene.cube, split.train)
-    return Bundle(opts, scene, split, prep)
+
+
+def with_patch(bundle: Bundle, patch: int | None) -> Bundle:
+    """``bundle``'s scene, split and preprocessing seen through ``patch × patch`` windows.
+
+    The split is remade for the new window (its leakage depends on it) and must select the same
+    pixels: a distilled student that sees less context than its teacher is then tested on exactly
+    the teacher's test pixels. Splits whose pixels follow the window (``disjoint``: blocks and
+    buffer scale with P) are refused.
+
+    Raises:
+        BlmkdError: the split at ``patch`` selects other pixels.
+    """
+    if patch is None or patch == bundle.patch_size:
+        return bundle
+    opts = replace(bundle.options, patch=patch)
+    split = split_for(bundle.scene, opts)
+    if split.spec["digest"] != bundle.split.spec["digest"]:
+        raise BlmkdError(
+            f"a {patch}×{patch} window changes this {opts.strategy} split (its blocks and buffer follow the "
+            f"window): use the teacher's window, {bundle.patch_size}"
+        )
+    return Bundle(opts, bundle.scene, split, bundle.prep)
 
 
 def bundle_from_checkpoint(ckpt: Checkpoint, overrides: dict | None = None) -> Bundle:

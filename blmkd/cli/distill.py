@@ -59,6 +59,7 @@ def distill(
     unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
     teacher_tta: Annotated[bool, typer.Option("--teacher-tta", help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's.")] = None,
+    patch: Annotated[int | None, typer.Option("--patch", help="The student's window P (odd); default: the teacher's. A teacher that sees a larger window passes on what its context tells it; the split stays the teacher's.")] = None,
     seeds: Seeds = None,
     epochs: Epochs = 200,
     batch: Batch = 64,
@@ -89,7 +90,7 @@ def distill(
     from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
-    from blmkd.train import bundle_from_checkpoint
+    from blmkd.train import bundle_from_checkpoint, with_patch
 
     _check_student(student)
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
@@ -108,12 +109,13 @@ def distill(
     if seed_list is None:
         seed_list = [int(tdata.get("options", {}).get("seed", 0))]
     teachers: dict[int, list] = {}
+    t_bundles: dict[int, list] = {}  # per seed, each teacher's data through its own window
 
     def build(s, bundle):
         return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
 
     def fit_kwargs(s, bundle, model):
-        cks = teachers[s]
+        cks, tbs = teachers[s], t_bundles[s]
         t_models = [ck.build_model() for ck in cks]
         for p in (p for t in t_models for p in t.parameters()):
             p.requires_grad_(False)
@@ -124,16 +126,16 @@ def distill(
         msg = f"caching {who} logits ({views} view(s) × {int(bundle.split.train.sum())} patches)"
         with C.console.status(msg) if is_main() else contextlib.nullcontext():
             if kd.hint_weight > 0:
-                cache, feats = teacher_cache(t_models[0], bundle, variants, features=True)
+                cache, feats = teacher_cache(t_models[0], tbs[0], variants, features=True)
             else:
-                cache, feats = ensemble_cache(t_models, bundle, variants, tta=kd.teacher_tta), None
+                cache, feats = ensemble_cache(t_models, tbs, variants, tta=kd.teacher_tta), None
         pool = None
         if kd.unlabelled:
             from blmkd.distill.kd import UnlabelledPool, unlabelled_coords
 
             ur, uc = unlabelled_coords(bundle, kd.unlabelled, s)
             with C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
-                ul = ensemble_cache(t_models, bundle, 1, coords=(ur, uc), tta=kd.teacher_tta)[:, 0]
+                ul = ensemble_cache(t_models, tbs, 1, coords=(ur, uc), tta=kd.teacher_tta)[:, 0]
             pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
         hint = None
         extra = []
@@ -143,8 +145,8 @@ def distill(
             _, f_s = model(bundle.extractor(model.input_kind).gather([0, 1], [0, 1]), return_features=True)
             hint = HintLoss(f_s.shape[1], feats.shape[-1])
             extra = [hint]
-        facts = [{"path": str(ck.path), "model": ck.model_name, "config": ck.config,
-                  "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")} for ck in cks]  # fmt: skip
+        facts = [{"path": str(ck.path), "model": ck.model_name, "config": ck.config, "patch": b.patch_size,
+                  "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")} for ck, b in zip(cks, tbs, strict=True)]  # fmt: skip
         meta = {"teacher": facts[0], "kd": kd.to_dict()}
         if len(facts) > 1:
             meta["teachers"] = facts  # an ensemble: "teacher" is its first member
@@ -156,17 +158,19 @@ def distill(
         cks = [_teacher_for_seed(t, s) for t in teacher]
         teachers[s] = cks
         ck = cks[0]
-        bundle = bundle_from_checkpoint(ck)
-        if bundle.options.seed != s and len(seed_list) > 1:
-            raise BlmkdError(f"teacher {ck.path} was trained with split seed {bundle.options.seed}, not {s}")
+        tbundle = bundle_from_checkpoint(ck)
+        if tbundle.options.seed != s and len(seed_list) > 1:
+            raise BlmkdError(f"teacher {ck.path} was trained with split seed {tbundle.options.seed}, not {s}")
         _check_same_data(cks)
+        t_bundles[s] = [with_patch(tbundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks]
+        bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         runs += _run_seeds(
             [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s, ema),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
-            _side_by_side(cks, run_dir, bundle)
+            _side_by_side(cks, run_dir, t_bundles[s] + [bundle])
     if len(seed_list) > 1 and is_main():
         from blmkd.train import write_summary
 
@@ -186,8 +190,9 @@ def _check_same_data(cks) -> None:
                 raise BlmkdError(f"teachers {ref.path} and {ck.path} differ in their {what}; an ensemble needs the same data")
 
 
-def _side_by_side(teacher_cks, student_dir: Path, bundle) -> None:
-    """Print teacher(s) vs student: OA/AA/κ, parameters, FLOPs per pixel, CPU batch-1 latency."""
+def _side_by_side(teacher_cks, student_dir: Path, bundles) -> None:
+    """Print teacher(s) vs student: OA/AA/κ, parameters, FLOPs per pixel, CPU batch-1 latency;
+    ``bundles``: each teacher's data, then the student's (each measured on its own window)."""
     import torch
     from rich.table import Table
 
@@ -196,18 +201,20 @@ def _side_by_side(teacher_cks, student_dir: Path, bundle) -> None:
     from blmkd.flops import count_flops, count_params
 
     rows = []
-    for role, ck in [("teacher", t) for t in teacher_cks] + [("student", load_checkpoint(student_dir))]:
+    roles = [("teacher", t) for t in teacher_cks] + [("student", load_checkpoint(student_dir))]
+    for (role, ck), bundle in zip(roles, bundles, strict=True):
         m = ck.build_model()
         x1 = bundle.extractor(getattr(m, "input_kind", "float")).gather([0], [0])
         with torch.inference_mode():
             t = time_call(lambda m=m, x1=x1: m(x1), warmup=5, runs=200 if role == "student" else 30, max_seconds=5)
         test = ck.meta.get("metrics", {}).get("test", {})
-        rows.append((role, ck.model_name, test, count_params(m), count_flops(m, x1), t.p50_ms))
+        rows.append((role, ck.model_name, bundle.patch_size, test, count_params(m), count_flops(m, x1), t.p50_ms))
     tb = Table(title="teacher vs student (test split, CPU batch-1 latency p50)")
-    for c in ("role", "preset", "OA %", "AA %", "κ ×100", "params", "FLOPs/px", "latency ms"):
+    windows = len({r[2] for r in rows}) > 1  # a window column only where the windows differ
+    for c in ("role", "preset", *(["window"] if windows else []), "OA %", "AA %", "κ ×100", "params", "FLOPs/px", "latency ms"):
         tb.add_column(c, justify="left" if c in ("role", "preset") else "right")
-    for role, name, test, params, flops, lat in rows:
-        tb.add_row(role, name, f"{100 * test.get('oa', float('nan')):.2f}", f"{100 * test.get('aa', float('nan')):.2f}",
+    for role, name, p, test, params, flops, lat in rows:
+        tb.add_row(role, name, *([f"{p}×{p}"] if windows else []), f"{100 * test.get('oa', float('nan')):.2f}", f"{100 * test.get('aa', float('nan')):.2f}",
                    f"{100 * test.get('kappa', float('nan')):.2f}", f"{params:,}", f"{flops / 1e6:.2f} M", f"{lat:.3f}")  # fmt: skip
     C.console.print(tb)
 

@@ -137,10 +137,12 @@ def ensemble_cache(
     gives the temperature-softened targets ``softmax(mean_i z_i / T)``, a geometric mean of the
     members' distributions. With ``tta`` every member runs on the 8 dihedral views of each patch
     and the result is their mean, ``(N, 1, K)``: one view-independent target per patch, whatever
-    view the student is shown (8× the teacher time of the identity view alone).
+    view the student is shown (8× the teacher time of the identity view alone). ``bundle`` is one
+    :class:`~blmkd.train.Bundle` or one per teacher (the same pixels, each member's own window).
     """
     variants = 8 if tta else variants
-    caches = [teacher_cache(t, bundle, variants, batch_size, coords=coords) for t in teachers]
+    bundles = bundle if isinstance(bundle, list | tuple) else [bundle] * len(teachers)
+    caches = [teacher_cache(t, b, variants, batch_size, coords=coords) for t, b in zip(teachers, bundles, strict=True)]
     cache = caches[0] if len(caches) == 1 else torch.stack(caches).mean(0)
     return cache.mean(1, keepdim=True) if tta else cache
 

@@ -20,8 +20,9 @@ from blmkd.distill.kd import (
     unlabelled_coords,
 )
 from blmkd.distill.losses import DistillationLoss, lambda_schedule
+from blmkd.errors import BlmkdError
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data
+from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data, with_patch
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,44 @@ def test_ensemble_cache_is_the_mean_of_the_members(bundle, teacher_dir):
     one, two = teacher_cache(t, bundle, 2), teacher_cache(other, bundle, 2)
     assert torch.equal(ensemble_cache([t], bundle, 2), one)
     assert torch.allclose(ensemble_cache([t, other], bundle, 2), (one + two) / 2, atol=1e-6)
+
+
+def test_with_patch_keeps_the_pixels_and_refuses_a_split_that_follows_the_window(bundle, ip_crop_path):
+    assert with_patch(bundle, None) is bundle and with_patch(bundle, 7) is bundle
+    small = with_patch(bundle, 5)
+    assert small.patch_size == 5 and small.options.patch == 5 and bundle.patch_size == 7
+    assert small.split.spec["digest"] == bundle.split.spec["digest"]  # the same train/val/test pixels
+    assert small.split.leakage < bundle.split.leakage  # a smaller window reaches fewer training pixels
+    assert small.prep is bundle.prep and small.scene is bundle.scene
+    assert tuple(small.byte_extractor.gather([3], [4]).shape[-2:]) == (5, 5)
+    disjoint = prepare_data(DataOptions(dataset=str(ip_crop_path), strategy="disjoint", patch=7, seed=0))
+    with pytest.raises(BlmkdError, match="changes this disjoint split"):
+        with_patch(disjoint, 9)
+
+
+def test_ensemble_cache_runs_each_member_on_its_own_window(bundle, teacher_dir):
+    t = load_checkpoint(teacher_dir).build_model()
+    small = with_patch(bundle, 5)
+    seven, five = teacher_cache(t, bundle, 1), teacher_cache(t, small, 1)
+    assert (seven - five).abs().max() > 1e-4  # the windows really differ
+    assert torch.allclose(ensemble_cache([t, t], [bundle, small], 1), (seven + five) / 2, atol=1e-6)
+
+
+def test_cli_distills_a_student_with_a_smaller_window_than_its_teacher(teacher_dir, tmp_path, capsys):
+    out = tmp_path / "student_p5"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--patch", "5", "--epochs", "1",
+          "--batch", "128", "--out", str(out), "--no-progress"])  # fmt: skip
+    meta, tmeta = load_checkpoint(out).meta, load_checkpoint(teacher_dir).meta
+    assert meta["data"]["patch_size"] == 5 and meta["split"]["patch_size"] == 5
+    assert meta["split"]["digest"] == tmeta["split"]["digest"]  # tested on the teacher's test pixels
+    assert meta["teacher"]["patch"] == 7 == tmeta["data"]["patch_size"]
+    table = capsys.readouterr().out
+    assert re.search(r"│ +7×7 │", table) and re.search(r"│ +5×5 │", table)  # each row on its own window
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--patch", "4", "--epochs", "1",
+              "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "odd" in err[0]
 
 
 def test_teacher_tta_cache_is_the_mean_over_the_8_views(bundle, teacher_dir):
