@@ -87,6 +87,14 @@ def test_student_paths_equal_per_patch_inference(student, scene, mode):
     assert np.array_equal(sm.pred, ref.argmax(-1)) and sm.pixels == scene.height * scene.width
 
 
+def test_encode_ort_workers_each_run_their_own_session(student, scene):
+    one, two = (open_classifier(student, mode="encode-ort", threads=n) for n in (1, 2))
+    assert len(one.sessions) == 1 and len(two.sessions) == 2 and two.sessions[0] is not two.sessions[1]
+    a = predict_scene(one, scene.cube, batch=16, return_logits=True)
+    b = predict_scene(two, scene.cube, batch=16, return_logits=True)  # many batches over both workers
+    np.testing.assert_allclose(b.logits, a.logits, atol=1e-6, rtol=0)
+
+
 def test_teacher_patch_path_equals_per_patch_inference(teacher, scene):
     clf = open_classifier(teacher)
     assert clf.mode == "patch" and clf.input_kind == "float"
