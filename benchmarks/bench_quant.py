@@ -28,6 +28,7 @@ import onnxruntime as ort
 import torch
 
 from blmkd.checkpoint import load_checkpoint
+from blmkd.cli.common import DEFAULT_STUDENT
 from blmkd.export import export
 from blmkd.export.runtime import ort_session
 
@@ -92,7 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint or run dir")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
-    ap.add_argument("--preset", default="blm_s", help="preset to train when no student exists")
+    ap.add_argument("--preset", default=DEFAULT_STUDENT, help="preset to train when no student exists")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--calibration", default="percentile", choices=["minmax", "entropy", "percentile"])
     ap.add_argument("--batches", default="1,1024")

@@ -1,9 +1,9 @@
 """Whole-scene mapping speed and batch-1 latency of the default student on this CPU, per path.
 
-Targets (issue 6): the default student (``blm_s``) maps a full scene at >= 50,000 px/s (the best of
+Targets (issue 6): the default student (``blm_t`` since session 6, ``blm_s`` before) maps a full scene at >= 50,000 px/s (the best of
 its FP32/INT8 artifacts and mapping paths) and answers one patch in <= 0.05 ms (p50, batch 1).
 
-For the student checkpoint (default ``runs/bench_quant/blm_s/best.safetensors``) this exports FP32
+For the student checkpoint (default ``runs/bench_quant/<default student>/best.safetensors``) this exports FP32
 and INT8 ONNX (checked against PyTorch by the exporter) into a temporary folder, then
 
 * maps the checkpoint's whole scene (Indian Pines: 145 x 145 = 21,025 px) with every path:
@@ -36,6 +36,7 @@ import torch
 from blmkd.bench.predict import SceneClassifier, open_runner, predict_scene
 from blmkd.bench.timing import time_call
 from blmkd.checkpoint import load_checkpoint
+from blmkd.cli.common import DEFAULT_STUDENT
 from blmkd.train import bundle_from_checkpoint
 
 TARGET_PX_S = 50_000
@@ -85,14 +86,14 @@ def map_speed(clf: SceneClassifier, cube, repeats: int, labels) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default="runs/bench_quant/blm_s/best.safetensors")
+    ap.add_argument("--checkpoint", default=f"runs/bench_quant/{DEFAULT_STUDENT}/best.safetensors")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=2000, help="timed batch-1 calls")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if not Path(args.checkpoint).exists():
         raise SystemExit(
-            f"{args.checkpoint} not found: train one, e.g. `blmkd train-student --student blm_s --out runs/student`"
+            f"{args.checkpoint} not found: train one, e.g. `blmkd train-student --student {DEFAULT_STUDENT} --epochs 100 --patience 0 --out runs/bench_quant/{DEFAULT_STUDENT}`"
         )
 
     from blmkd.export import export

@@ -2,7 +2,7 @@
 
 1. Generates a synthetic 3750 x 1580 x 256 uint16 scene with 19 classes (3.0 GB on disk, written
    block by block through a memory map; ~2 min, once) into ``--data``.
-2. Trains a ``blm_s`` student for a few epochs on a fixed split of 200 pixels per class (once), so
+2. Trains a student (``--student``, default: the CLI's default student) for a few epochs on a fixed split of 200 pixels per class (once), so
    that the map means something.
 3. Runs ``blmkd predict`` on the full scene as a child process (``--out map.npy --out map.png``)
    and reads the child's peak RSS from the kernel (``VmHWM`` of its ``/proc/<pid>/status``):
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blmkd.cli.common import DEFAULT_STUDENT
+
 H, W, BANDS, CLASSES = 3750, 1580, 256, 19
 TARGET_RSS_MB = 1536
 
@@ -43,8 +45,8 @@ def make_scene(folder: Path) -> tuple[Path, Path]:
     return cube, gt
 
 
-def train_student(folder: Path, cube: Path, gt: Path, epochs: int) -> Path:
-    """A blm_s student trained on a fixed split of 200 training pixels per class.
+def train_student(folder: Path, cube: Path, gt: Path, epochs: int, preset: str) -> Path:
+    """A ``preset`` student trained on a fixed split of 200 training pixels per class.
 
     Training holds the whole scene as bytes in memory (the data layer's patch extractor, ~3 GB):
     this is the training process, not the measured one.
@@ -54,7 +56,7 @@ def train_student(folder: Path, cube: Path, gt: Path, epochs: int) -> Path:
     from blmkd.models import create_model
     from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
 
-    out = folder / "student"
+    out = folder / ("student" if preset == "blm_s" else f"student_{preset}")  # "student": sessions 1-5
     if (out / "best.safetensors").exists():
         print(f"student: {out / 'best.safetensors'} (cached)")
         return out / "best.safetensors"
@@ -72,7 +74,7 @@ def train_student(folder: Path, cube: Path, gt: Path, epochs: int) -> Path:
     t0 = time.perf_counter()
     bundle = prepare_data(opts)
     torch.manual_seed(0)
-    model = create_model("blm_s", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+    model = create_model(preset, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
     model.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
     res = fit(
         model,
@@ -125,10 +127,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--mode", default="auto")
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--student", default=DEFAULT_STUDENT, help="student preset to train and map with")
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     cube, gt = make_scene(args.data)
-    ckpt = train_student(args.data, cube, gt, args.epochs)
+    ckpt = train_student(args.data, cube, gt, args.epochs, args.student)
     s = run_predict(ckpt, cube, gt, args.data, args.tile, args.threads, args.mode)
     ids = np.load(args.data / "map.npy", mmap_mode="r")
     print(f"\nmap: {ids.shape} {ids.dtype}, {s['pixels']:,} px in {s['seconds']:.1f} s = {s['px_s']:,.0f} px/s "

@@ -16,7 +16,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artifact of the run.")] = Path("runs/demo"),
     teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher preset (the paper size is `ssa_mamba`; slow on CPU).")] = "ssa_mamba_t",
     teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Teacher epochs.")] = 40,
-    student: Annotated[str, typer.Option("--student", help="Student preset.")] = "blm_s",
+    student: Annotated[str, typer.Option("--student", help="Student preset.")] = C.DEFAULT_STUDENT,
     student_epochs: Annotated[int, typer.Option("--student-epochs", help="Distillation epochs.")] = 80,
     seed: C.Seed = 0,
     progress: C.Progress = True,

@@ -49,7 +49,7 @@ def _teacher_for_seed(teacher: Path, seed: int | None):
 
 def distill(
     teacher: Annotated[list[Path], typer.Option("--teacher", "-t", metavar="PATH", help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs). Repeat it to distil from an ensemble: the teachers' logits are averaged; they must share the data and split.")],
-    student: Student = "blm_s",
+    student: Student = C.DEFAULT_STUDENT,
     temperature: Annotated[float, typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")] = 4.0,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
     lambda_0: Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")] = 0.0,
@@ -220,7 +220,7 @@ def _side_by_side(teacher_cks, student_dir: Path, bundles) -> None:
 
 
 def train_student(
-    student: Student = "blm_s",
+    student: Student = C.DEFAULT_STUDENT,
     dataset: C.Dataset = "indian_pines",
     gt: C.GT = None,
     cube_key: C.CubeKey = None,

@@ -240,3 +240,16 @@ def test_missing_teacher(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
     assert "teacher not found" in capsys.readouterr().err
+
+
+def test_every_command_uses_the_one_default_student():
+    import inspect
+
+    from blmkd.cli.common import DEFAULT_STUDENT
+    from blmkd.cli.demo import demo
+    from blmkd.cli.distill import distill, train_student
+    from blmkd.models import model_entry
+
+    assert model_entry(DEFAULT_STUDENT).family == "student"
+    for command in (distill, train_student, demo):
+        assert inspect.signature(command).parameters["student"].default == DEFAULT_STUDENT
