@@ -163,3 +163,5 @@ def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys):
     assert 0 <= res["teacher"]["oa"] <= 1 and 0 <= res["student"]["oa"] <= 1
     assert (out / "report" / "report.html").is_file() and (out / "export" / "blm_test.int8.onnx").is_file()
     assert str(out / "report" / "report.html") in capsys.readouterr().out.replace("\n", "")
+    kd = json.loads((out / "student" / "best.json").read_text())["kd"]
+    assert (kd["temperature"], kd["lambda_max"]) == (2.0, 0.5)  # the recipe that kept small classes
