@@ -54,7 +54,9 @@ def distill(
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
     lambda_0: Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")] = 0.0,
     lambda_max: Annotated[float, typer.Option("--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")] = 1.0,
-    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy.")] = "kl",
+    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD), the teacher's view of the wrong classes without its confidence in the label.")] = "kl",
+    dkd_alpha: Annotated[float, typer.Option("--dkd-alpha", help="--kd-loss dkd: weight α of the target-class term (≥ 0; 0 leaves the confidence to the labels).")] = 0.0,
+    dkd_beta: Annotated[float, typer.Option("--dkd-beta", help="--kd-loss dkd: weight β of the non-target term (≥ 0).")] = 1.0,
     hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
     unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
     teacher_tta: Annotated[bool, typer.Option("--teacher-tta", help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).")] = False,
@@ -94,7 +96,9 @@ def distill(
 
     _check_student(student)
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
-    kd = KDConfig(temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta)
+    kd = KDConfig(
+        temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta, dkd_alpha, dkd_beta
+    )
     kd.validate()
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")

@@ -25,13 +25,15 @@ class KDConfig:
     """Distillation settings (Hinton et al. 2015; λ_t warm-up of Ahmad et al. 2025)."""
 
     temperature: float = 4.0  # softening T; the paper's best range is 2–6
-    kd_loss: str = "kl"  # "kl": T²·KL(q_T ‖ p_S); "soft-ce": the paper's soft cross-entropy
+    kd_loss: str = "kl"  # "kl": T²·KL(q_T ‖ p_S); "soft-ce": the paper's soft cross-entropy; "dkd": decoupled
     warmup_epochs: int = 20  # epochs over which λ_t rises from lambda_0 to lambda_max
     lambda_0: float = 0.0
     lambda_max: float = 1.0  # < 1 keeps some hard-label signal after the warm-up
     hint_weight: float = 0.0  # feature-level hint loss weight (0 = off)
     unlabelled: int = 0  # also distil on up to this many pixels the ground truth leaves unlabelled (0 = off)
     teacher_tta: bool = False  # target = the teacher's logits averaged over the 8 dihedral views of the patch
+    dkd_alpha: float = 0.0  # --kd-loss dkd: weight of the target-class term (TCKD)
+    dkd_beta: float = 1.0  # --kd-loss dkd: weight of the non-target term (NCKD)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,8 +49,11 @@ class KDConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise BlmkdError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
-        if self.kd_loss not in ("kl", "soft-ce"):
-            raise BlmkdError(f"--kd-loss must be kl or soft-ce, got {self.kd_loss!r}")
+        if self.kd_loss not in ("kl", "soft-ce", "dkd"):
+            raise BlmkdError(f"--kd-loss must be kl, soft-ce or dkd, got {self.kd_loss!r}")
+        for name in ("dkd_alpha", "dkd_beta"):
+            if not getattr(self, name) >= 0:
+                raise BlmkdError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.hint_weight < 0:
             raise BlmkdError(f"--hint-weight must be ≥ 0, got {self.hint_weight}")
         if self.unlabelled < 0:
@@ -166,7 +171,7 @@ def kd_objective(
 
     if pool is not None and hint is not None and cfg.hint_weight > 0:
         raise ValueError("an unlabelled pool and a hint loss cannot be combined (see KDConfig.validate)")
-    loss_fn = DistillationLoss(temperature=cfg.temperature, kind=cfg.kd_loss)
+    loss_fn = DistillationLoss(cfg.temperature, cfg.kd_loss, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta)
     gen = torch.Generator().manual_seed(seed)
 
     def objective(model, x, y, idx, variants, epoch):

@@ -12,13 +12,15 @@ match of the teacher's class distribution (:class:`KDLoss`), and, optionally, a 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DistillationLoss", "HintLoss", "KDLoss", "lambda_schedule"]
+__all__ = ["DistillationLoss", "HintLoss", "KDLoss", "dkd_parts", "lambda_schedule"]
 
-KD_KINDS = ("kl", "soft-ce")
+KD_KINDS = ("kl", "soft-ce", "dkd")
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -63,28 +65,71 @@ class KDLoss(nn.Module):
     It differs from the KL term by the teacher's entropy (a constant for the student) and the
     ``T²`` factor, so it is never 0, even when the logits match.
 
+    ``kind="dkd"`` is decoupled KD (Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022)::
+
+        L_KD = T² · (α·TCKD + β·NCKD)
+
+    where TCKD matches the binary split [q_y, 1 − q_y] of the target class ``y`` and NCKD the
+    distribution among the other classes (:func:`dkd_parts`). The classic KL term is the special
+    case ``TCKD + (1 − q_y)·NCKD`` per pixel: it passes on the teacher's confidence in the label
+    and damps the "dark knowledge" wherever the teacher is sure. With ``α = 0`` the student takes
+    how the wrong classes relate from the teacher and how sure to be from the labels, which keeps
+    the classes with a handful of training pixels that the teacher itself is unsure of (README).
+    The target ``y`` is the label where there is one, else the teacher's top class.
+
     Args:
         temperature: softening temperature ``T > 0``.
-        kind: ``"kl"`` or ``"soft-ce"``.
+        kind: ``"kl"``, ``"soft-ce"`` or ``"dkd"``.
+        alpha, beta: DKD's weights of TCKD and NCKD (``kind="dkd"`` only), ≥ 0.
     """
 
-    def __init__(self, temperature: float = 4.0, kind: str = "kl"):
+    def __init__(self, temperature: float = 4.0, kind: str = "kl", alpha: float = 0.0, beta: float = 1.0):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if kind not in KD_KINDS:
             raise ValueError(f"kind must be one of {', '.join(KD_KINDS)}, got {kind!r}")
+        if not (alpha >= 0 and beta >= 0):
+            raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
         self.temperature = float(temperature)
         self.kind = kind
+        self.alpha, self.beta = float(alpha), float(beta)
 
-    def forward(self, z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
-        """Scalar loss of student logits ``z_s (N, K)`` against teacher logits ``z_t (N, K)``."""
+    def forward(self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss of student logits ``z_s (N, K)`` against teacher logits ``z_t (N, K)``.
+
+        ``y`` (N,) are the target classes of ``kind="dkd"``; default: the teacher's top class.
+        """
         T = self.temperature
+        if self.kind == "dkd":
+            tckd, nckd = dkd_parts(z_s, z_t, z_t.argmax(-1) if y is None else y, T)
+            return T * T * (self.alpha * tckd + self.beta * nckd).mean()
         log_p = F.log_softmax(z_s / T, dim=-1)  # (N, K)
         log_q = F.log_softmax(z_t.detach() / T, dim=-1)  # (N, K)
         if self.kind == "kl":
             return T * T * F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
         return -(log_q.exp() * log_p).sum(dim=-1).mean()
+
+
+def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel TCKD and NCKD (Zhao et al. 2022) at temperature ``T``, without the ``T²``.
+
+    TCKD = KL([q_y, 1 − q_y] ‖ [p_y, 1 − p_y]); NCKD = KL(q̂ ‖ p̂) with q̂, p̂ the softmax over the
+    classes other than ``y``. Both are ``(N,)``; ``KL(q ‖ p) = TCKD + (1 − q_y)·NCKD`` exactly.
+    """
+    log_p = F.log_softmax(z_s / T, dim=-1)
+    log_q = F.log_softmax(z_t.detach() / T, dim=-1)
+    target = F.one_hot(y.long(), z_s.shape[-1]).bool()
+    lp_y, lq_y = log_p[target], log_q[target]  # (N,)
+    # log(1 − p_y) from the other classes' log-probabilities: stable where p_y → 1
+    lp_n = torch.logsumexp(log_p.masked_fill(target, -math.inf), -1)
+    lq_n = torch.logsumexp(log_q.masked_fill(target, -math.inf), -1)
+    tckd = lq_y.exp() * (lq_y - lp_y) + lq_n.exp() * (lq_n - lp_n)
+    # within the non-target classes: log p̂_k = log p_k − log(1 − p_y)
+    lp_hat = (log_p - lp_n[:, None]).masked_fill(target, 0.0)
+    lq_hat = (log_q - lq_n[:, None]).masked_fill(target, 0.0)
+    nckd = (lq_hat.exp().masked_fill(target, 0.0) * (lq_hat - lp_hat)).sum(-1)
+    return tckd, nckd
 
 
 class DistillationLoss(nn.Module):
@@ -96,15 +141,19 @@ class DistillationLoss(nn.Module):
 
     Args:
         temperature: KD temperature ``T > 0``.
-        kind: ``"kl"`` (``T²``-scaled KL, Hinton et al. 2015) or ``"soft-ce"`` (the paper's).
+        kind: ``"kl"`` (``T²``-scaled KL, Hinton et al. 2015), ``"soft-ce"`` (the paper's) or
+            ``"dkd"`` (decoupled, Zhao et al. 2022; its target class is the label ``y``).
         label_smoothing: label smoothing of the CE term, in ``[0, 1)``.
+        alpha, beta: DKD's weights (:class:`KDLoss`).
     """
 
-    def __init__(self, temperature: float = 4.0, kind: str = "kl", label_smoothing: float = 0.0):
+    def __init__(
+        self, temperature: float = 4.0, kind: str = "kl", label_smoothing: float = 0.0, alpha: float = 0.0, beta: float = 1.0
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.kd = KDLoss(temperature, kind)
+        self.kd = KDLoss(temperature, kind, alpha, beta)
         self.label_smoothing = float(label_smoothing)
 
     def forward(
@@ -123,7 +172,7 @@ class DistillationLoss(nn.Module):
         """
         _check_unit("lam", lam)
         ce = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing)
-        kd = self.kd(z_s, z_t)
+        kd = self.kd(z_s, z_t, y)
         total = (1.0 - lam) * ce + lam * kd
         return total, {"ce": float(ce.detach()), "kd": float(kd.detach())}
 

@@ -19,7 +19,7 @@ from blmkd.distill.kd import (
     teacher_cache,
     unlabelled_coords,
 )
-from blmkd.distill.losses import DistillationLoss, lambda_schedule
+from blmkd.distill.losses import DistillationLoss, KDLoss, lambda_schedule
 from blmkd.errors import BlmkdError
 from blmkd.models import create_model
 from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data, with_patch
@@ -108,6 +108,26 @@ def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
     assert [r["lambda"] for r in log] == [0.0, 1.0]
     text = capsys.readouterr().out
     assert "teacher vs student" in text and "FLOPs/px" in text
+
+
+def test_decoupled_kd_objective_targets_the_label_and_the_cli_records_it(bundle, teacher_dir, tmp_path):
+    teacher = load_checkpoint(teacher_dir).build_model()
+    cache = teacher_cache(teacher, bundle, variants=1)
+    rows, cols, labels = bundle.coords("train")
+    cfg = KDConfig(temperature=2.0, kd_loss="dkd", warmup_epochs=0, lambda_max=0.5, dkd_alpha=0.25, dkd_beta=2.0)
+    student = _student(bundle).eval()
+    x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32])
+    idx = torch.arange(32)
+    _, _, parts = kd_objective(cfg, cache)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
+    with torch.inference_mode():
+        z_s = student(x)
+    want = KDLoss(2.0, "dkd", 0.25, 2.0)(z_s, cache[idx, 0], y)  # the label is DKD's target class
+    assert parts["kd"] == pytest.approx(want.item(), rel=1e-5)
+    out = tmp_path / "dkd"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "1", "--batch", "128",
+          "--kd-loss", "dkd", "--dkd-alpha", "0.25", "--out", str(out), "--no-progress"])  # fmt: skip
+    kd = load_checkpoint(out).meta["kd"]
+    assert (kd["kd_loss"], kd["dkd_alpha"], kd["dkd_beta"]) == ("dkd", 0.25, 1.0)
 
 
 def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
@@ -226,6 +246,8 @@ def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
         (["--lambda-0", "-0.1"], "--lambda-0 must be in [0, 1]"),
         (["--dataset", "salinas"], "the teacher was trained on"),
         (["--unlabelled", "-1"], "--unlabelled must be ≥ 0"),
+        (["--kd-loss", "mse"], "--kd-loss must be kl, soft-ce or dkd"),
+        (["--kd-loss", "dkd", "--dkd-beta", "-1"], "--dkd-beta must be ≥ 0"),
     ],
 )
 def test_bad_distill_arguments_are_one_line_errors(teacher_dir, tmp_path, capsys, args, message):

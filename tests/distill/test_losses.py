@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blmkd.distill.losses import DistillationLoss, HintLoss, KDLoss, lambda_schedule
+from blmkd.distill.losses import DistillationLoss, HintLoss, KDLoss, dkd_parts, lambda_schedule
 
 # A 2×3 example at T = 2: z/T is z_s → [[0.5, 1, 1.5], [0, 0, 0]], z_t → [[1.5, 1, 0.5], [0.5, 0, 0]].
 Z_S = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
@@ -79,6 +79,41 @@ def test_kd_gradients_reach_only_the_student():
 def test_kd_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         KDLoss(**kwargs)
+
+
+def test_dkd_parts_recompose_the_classic_kl_per_pixel():
+    # Zhao et al. 2022, eq. (5): KL(q ‖ p) = TCKD + (1 − q_y)·NCKD, for any logits and target
+    g = torch.Generator().manual_seed(1)
+    z_s, z_t = torch.randn(32, 7, generator=g) * 3, torch.randn(32, 7, generator=g) * 3
+    y = torch.randint(0, 7, (32,), generator=g)
+    tckd, nckd = dkd_parts(z_s, z_t, y, 2.0)
+    q = F.softmax(z_t / 2.0, -1)
+    kl = (q * (q.log() - F.log_softmax(z_s / 2.0, -1))).sum(-1)
+    torch.testing.assert_close(tckd + (1 - q[torch.arange(32), y]) * nckd, kl, rtol=1e-5, atol=1e-6)
+    assert (tckd >= -1e-7).all() and (nckd >= -1e-7).all()
+    # with α = 1 and β = 1 − q_y (here one value for the whole batch) DKD is the classic KD term
+    y0 = torch.zeros(32, dtype=torch.long)
+    z_t0 = torch.cat([torch.full((32, 1), 1.0), torch.zeros(32, 6)], 1)  # every q_y the same
+    q_y = F.softmax(z_t0 / 2.0, -1)[0, 0].item()
+    torch.testing.assert_close(KDLoss(2.0, "dkd", 1.0, 1 - q_y)(z_s, z_t0, y0), KDLoss(2.0, "kl")(z_s, z_t0))
+
+
+def test_dkd_without_its_target_term_leaves_the_confidence_to_the_labels():
+    # A student that ranks the wrong classes as the teacher does but is surer of the label:
+    # the classic term pulls its confidence down to the teacher's, NCKD alone does not.
+    z_t = torch.tensor([[1.0, 0.5, -1.0, 0.0]])
+    z_s = z_t + torch.tensor([[4.0, 0.0, 0.0, 0.0]])
+    y = torch.tensor([0])
+    assert KDLoss(2.0, "kl")(z_s, z_t).item() > 0.1
+    assert KDLoss(2.0, "dkd", 0.0, 1.0)(z_s, z_t, y).item() == pytest.approx(0.0, abs=1e-6)
+    assert KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t, y).item() > 0.1  # TCKD sees the confidence gap
+    # without labels the target is the teacher's top class (here the same)
+    assert KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t).item() == pytest.approx(KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t, y).item())
+    z_sg = z_s.clone().requires_grad_()
+    KDLoss(2.0, "dkd", 0.5, 2.0)(z_sg, z_t, y).backward()
+    assert torch.isfinite(z_sg.grad).all() and z_sg.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        KDLoss(2.0, "dkd", -1.0, 1.0)
 
 
 def test_distillation_loss_mixes_ce_and_kd():
