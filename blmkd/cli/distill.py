@@ -57,6 +57,7 @@ def distill(
     kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD), the teacher's view of the wrong classes without its confidence in the label.")] = "kl",
     dkd_alpha: Annotated[float, typer.Option("--dkd-alpha", help="--kd-loss dkd: weight α of the target-class term (≥ 0; 0 leaves the confidence to the labels).")] = 0.0,
     dkd_beta: Annotated[float, typer.Option("--dkd-beta", help="--kd-loss dkd: weight β of the non-target term (≥ 0).")] = 1.0,
+    class_shrink: Annotated[float, typer.Option("--class-shrink", help="Trust the teacher less on classes it learnt from few pixels: a pixel's λ is λ_t·n/(n + K), n the training pixels of its class (0 = off).")] = 0.0,
     hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
     unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
     teacher_tta: Annotated[bool, typer.Option("--teacher-tta", help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).")] = False,
@@ -97,7 +98,8 @@ def distill(
     _check_student(student)
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
     kd = KDConfig(
-        temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta, dkd_alpha, dkd_beta
+        temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta, dkd_alpha, dkd_beta,
+        class_shrink,
     )
     kd.validate()
     if len(teacher) > 1 and kd.hint_weight > 0:
@@ -154,7 +156,9 @@ def distill(
         meta = {"teacher": facts[0], "kd": kd.to_dict()}
         if len(facts) > 1:
             meta["teachers"] = facts  # an ensemble: "teacher" is its first member
-        return {"objective": kd_objective(kd, cache, feats, hint, pool, seed=s), "meta_extra": meta, "extra_modules": extra}
+        counts = torch.bincount(torch.as_tensor(bundle.coords("train")[2]).long(), minlength=bundle.scene.num_classes)
+        objective = kd_objective(kd, cache, feats, hint, pool, seed=s, class_counts=counts)
+        return {"objective": objective, "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
     runs = []

@@ -34,6 +34,7 @@ class KDConfig:
     teacher_tta: bool = False  # target = the teacher's logits averaged over the 8 dihedral views of the patch
     dkd_alpha: float = 0.0  # --kd-loss dkd: weight of the target-class term (TCKD)
     dkd_beta: float = 1.0  # --kd-loss dkd: weight of the non-target term (NCKD)
+    class_shrink: float = 0.0  # pixel λ = λ_t·n/(n + class_shrink), n its class's training pixels (0 = off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +52,7 @@ class KDConfig:
                 raise BlmkdError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
         if self.kd_loss not in ("kl", "soft-ce", "dkd"):
             raise BlmkdError(f"--kd-loss must be kl, soft-ce or dkd, got {self.kd_loss!r}")
-        for name in ("dkd_alpha", "dkd_beta"):
+        for name in ("dkd_alpha", "dkd_beta", "class_shrink"):
             if not getattr(self, name) >= 0:
                 raise BlmkdError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.hint_weight < 0:
@@ -159,13 +160,17 @@ def kd_objective(
     hint: nn.Module | None = None,
     pool: UnlabelledPool | None = None,
     seed: int = 0,
+    class_counts: torch.Tensor | None = None,
 ):
     """Training objective for :func:`blmkd.train.fit` using cached teacher outputs.
 
     ``cache[i, v]`` are the teacher logits of training patch ``i`` under dihedral variant ``v``.
     With a ``pool`` of unlabelled pixels, every step also draws as many of them as the batch has
     labelled ones, runs them through the student in the same forward pass, and adds
-    ``λ_t·L_KD`` on them (no CE: they have no label).
+    ``λ_t·L_KD`` on them (no CE: they have no label). With ``cfg.class_shrink = k > 0`` and the
+    training pixels per class ``class_counts (K,)``, a pixel of a class with ``n`` of them gets
+    ``λ_t·n/(n + k)``: the fewer examples the teacher learnt a class from, the more its pixels
+    lean on their label.
     """
     from blmkd.distill.losses import DistillationLoss, lambda_schedule
 
@@ -173,6 +178,12 @@ def kd_objective(
         raise ValueError("an unlabelled pool and a hint loss cannot be combined (see KDConfig.validate)")
     loss_fn = DistillationLoss(cfg.temperature, cfg.kd_loss, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta)
     gen = torch.Generator().manual_seed(seed)
+    trust_of = None  # per class: n/(n + k)
+    if cfg.class_shrink > 0:
+        if class_counts is None:
+            raise ValueError("class_shrink needs the training pixels per class (class_counts)")
+        n = torch.as_tensor(class_counts, dtype=torch.float32)
+        trust_of = n / (n + cfg.class_shrink)
 
     def objective(model, x, y, idx, variants, epoch):
         lam = lambda_schedule(epoch - 1, cfg.warmup_epochs, cfg.lambda_0, cfg.lambda_max)
@@ -189,7 +200,7 @@ def kd_objective(
             z_s, f_s = model(x, return_features=True)
         else:
             z_s = model(x)
-        total, parts = loss_fn(z_s, z_t, y, lam)
+        total, parts = loss_fn(z_s, z_t, y, lam, None if trust_of is None else trust_of[y.cpu()].to(y.device))
         if use_hint:
             h = hint(f_s, feat_cache[idx, v].to(x.device))
             total = total + cfg.hint_weight * h

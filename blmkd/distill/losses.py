@@ -100,15 +100,19 @@ class KDLoss(nn.Module):
 
         ``y`` (N,) are the target classes of ``kind="dkd"``; default: the teacher's top class.
         """
+        return self.per_pixel(z_s, z_t, y).mean()
+
+    def per_pixel(self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of every pixel, ``(N,)``; :meth:`forward` is its mean."""
         T = self.temperature
         if self.kind == "dkd":
             tckd, nckd = dkd_parts(z_s, z_t, z_t.argmax(-1) if y is None else y, T)
-            return T * T * (self.alpha * tckd + self.beta * nckd).mean()
+            return T * T * (self.alpha * tckd + self.beta * nckd)
         log_p = F.log_softmax(z_s / T, dim=-1)  # (N, K)
         log_q = F.log_softmax(z_t.detach() / T, dim=-1)  # (N, K)
         if self.kind == "kl":
-            return T * T * F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
-        return -(log_q.exp() * log_p).sum(dim=-1).mean()
+            return T * T * (log_q.exp() * (log_q - log_p)).sum(dim=-1)
+        return -(log_q.exp() * log_p).sum(dim=-1)
 
 
 def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +161,7 @@ class DistillationLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(
-        self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, lam: float
+        self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, lam: float, trust: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts.
 
@@ -166,14 +170,23 @@ class DistillationLoss(nn.Module):
             z_t: teacher logits ``(N, K)`` (detached here).
             y: class indices ``(N,)``.
             lam: distillation weight λ in ``[0, 1]``.
+            trust: optional per-pixel factor ``(N,)`` in ``[0, 1]`` on λ: pixel ``i`` mixes
+                ``(1 − λ·trust_i)·CE_i + λ·trust_i·KD_i`` (e.g. less teacher on small classes).
 
         Returns:
             ``(total, {"ce": float, "kd": float})``, the parts unweighted.
         """
         _check_unit("lam", lam)
-        ce = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing)
-        kd = self.kd(z_s, z_t, y)
-        total = (1.0 - lam) * ce + lam * kd
+        if trust is None:
+            ce = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing)
+            kd = self.kd(z_s, z_t, y)
+            total = (1.0 - lam) * ce + lam * kd
+        else:
+            ce_i = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing, reduction="none")
+            kd_i = self.kd.per_pixel(z_s, z_t, y)
+            w = lam * trust.to(ce_i.dtype)
+            total = ((1.0 - w) * ce_i + w * kd_i).mean()
+            ce, kd = ce_i.mean(), kd_i.mean()
         return total, {"ce": float(ce.detach()), "kd": float(kd.detach())}
 
 

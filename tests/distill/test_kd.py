@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
@@ -125,9 +126,31 @@ def test_decoupled_kd_objective_targets_the_label_and_the_cli_records_it(bundle,
     assert parts["kd"] == pytest.approx(want.item(), rel=1e-5)
     out = tmp_path / "dkd"
     main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "1", "--batch", "128",
-          "--kd-loss", "dkd", "--dkd-alpha", "0.25", "--out", str(out), "--no-progress"])  # fmt: skip
+          "--kd-loss", "dkd", "--dkd-alpha", "0.25", "--class-shrink", "5", "--out", str(out), "--no-progress"])  # fmt: skip
     kd = load_checkpoint(out).meta["kd"]
-    assert (kd["kd_loss"], kd["dkd_alpha"], kd["dkd_beta"]) == ("dkd", 0.25, 1.0)
+    assert (kd["kd_loss"], kd["dkd_alpha"], kd["dkd_beta"], kd["class_shrink"]) == ("dkd", 0.25, 1.0, 5.0)
+
+
+def test_class_shrink_gives_small_classes_less_teacher(bundle, teacher_dir):
+    teacher = load_checkpoint(teacher_dir).build_model()
+    cache = teacher_cache(teacher, bundle, variants=1)
+    rows, cols, labels = bundle.coords("train")
+    counts = torch.bincount(torch.from_numpy(labels).long(), minlength=bundle.scene.num_classes)
+    cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5, class_shrink=10.0)
+    student = _student(bundle).eval()
+    x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32]).long()
+    idx = torch.arange(32)
+    total, _, _ = kd_objective(cfg, cache, class_counts=counts)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
+    with torch.inference_mode():
+        z_s = student(x)
+    trust = counts[y].float() / (counts[y].float() + 10.0)
+    ce_i = F.cross_entropy(z_s, y, reduction="none")
+    kd_i = KDLoss(2.0).per_pixel(z_s, cache[idx, 0])
+    want = ((1 - 0.5 * trust) * ce_i + 0.5 * trust * kd_i).mean()
+    assert total.item() == pytest.approx(want.item(), rel=1e-5)
+    assert trust.min() < trust.max()  # the crop's classes differ in size, so the test means something
+    with pytest.raises(ValueError, match="class_counts"):
+        kd_objective(cfg, cache)
 
 
 def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
@@ -248,6 +271,7 @@ def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
         (["--unlabelled", "-1"], "--unlabelled must be ≥ 0"),
         (["--kd-loss", "mse"], "--kd-loss must be kl, soft-ce or dkd"),
         (["--kd-loss", "dkd", "--dkd-beta", "-1"], "--dkd-beta must be ≥ 0"),
+        (["--class-shrink", "-1"], "--class-shrink must be ≥ 0"),
     ],
 )
 def test_bad_distill_arguments_are_one_line_errors(teacher_dir, tmp_path, capsys, args, message):
