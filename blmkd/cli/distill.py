@@ -54,7 +54,7 @@ def distill(
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
     lambda_0: Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")] = 0.0,
     lambda_max: Annotated[float, typer.Option("--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")] = 1.0,
-    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD), the teacher's view of the wrong classes without its confidence in the label.")] = "kl",
+    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD): the teacher's confidence in the label and its view of the other classes, weighted apart.")] = "kl",
     dkd_alpha: Annotated[float, typer.Option("--dkd-alpha", help="--kd-loss dkd: weight α of the target-class term (≥ 0; 0 leaves the confidence to the labels).")] = 0.0,
     dkd_beta: Annotated[float, typer.Option("--dkd-beta", help="--kd-loss dkd: weight β of the non-target term (≥ 0).")] = 1.0,
     class_shrink: Annotated[float, typer.Option("--class-shrink", help="Trust the teacher less on classes it learnt from few pixels: a pixel's λ is λ_t·n/(n + K), n the training pixels of its class (0 = off).")] = 0.0,
