@@ -8,7 +8,7 @@ and INT8 ONNX (checked against PyTorch by the exporter) into a temporary folder,
 
 * maps the checkpoint's whole scene (Indian Pines: 145 x 145 = 21,025 px) with every path:
   PyTorch per patch, PyTorch ``encode`` (encoder once per tile), ``encode-ort`` (windows in ONNX
-  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 per patch (1 and 2 ORT threads); the time
+  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 / INT8 byte-input per patch (1 and 2 ORT threads); the time
   covers reading, preprocessing and inference of the whole scene, best and median of repeats;
 * times batch-1 latency (p50/p90/p99 after warm-up) of PyTorch and of the ONNX files with 1 and 2
   ORT threads.
@@ -113,17 +113,17 @@ def main() -> None:
         "latency": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        arts = export(ck, ["onnx", "onnx-int8"], tmp, eval_size=2048, log=lambda s: None)
-        onnx = {a.precision: a.path for a in arts}
+        arts = export(ck, ["onnx", "onnx-int8", "onnx-int8-byte"], tmp, eval_size=2048, log=lambda s: None)
+        onnx = {a.format: a.path for a in arts}
         configs = [
             ("pytorch patch", lambda: SceneClassifier.from_runner(open_runner(ck.path), "patch")),
             ("pytorch encode", lambda: SceneClassifier.from_runner(open_runner(ck.path), "encode")),
             ("encode-ort, 1 worker", lambda: SceneClassifier.from_runner(open_runner(ck.path), "encode-ort", threads=1)),
             ("encode-ort, 2 workers", lambda: SceneClassifier.from_runner(open_runner(ck.path), "encode-ort", threads=2)),
         ]  # fmt: skip
-        for prec, path in onnx.items():
+        for fmt, path in onnx.items():
             for th in (1, 2):
-                configs.append((f"onnx {prec} patch, {th} ORT threads",
+                configs.append((f"{fmt} patch, {th} ORT threads",
                                 lambda path=path, th=th: SceneClassifier.from_runner(open_runner(path, threads=th), "patch")))  # fmt: skip
         print(
             f"\nwhole-scene map, {cube.shape[0] * cube.shape[1]:,} px, best / median of {args.repeats} (CPU share: process CPU s / wall s)"
@@ -138,9 +138,9 @@ def main() -> None:
         print(f"\nbatch-1 latency, {args.runs} calls after warm-up")
         x1 = bundle.extractor("uint8").gather(*[a[:1] for a in bundle.coords("test")[:2]]).numpy()
         lat_cfgs = [(f"pytorch, {n} torch threads", open_runner(ck.path), n) for n in sorted({1, threads})]
-        for prec, path in onnx.items():
+        for fmt, path in onnx.items():
             for th in (1, 2):
-                lat_cfgs.append((f"onnx {prec}, {th} ORT threads", open_runner(path, threads=th), threads))
+                lat_cfgs.append((f"{fmt}, {th} ORT threads", open_runner(path, threads=th), threads))
         for name, runner, n in lat_cfgs:
             torch.set_num_threads(n)
             t = time_call(lambda runner=runner: runner.run(x1), warmup=50, runs=args.runs, max_seconds=20)

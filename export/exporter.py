@@ -256,6 +256,10 @@ def export(
                 island = ssm_decay_island(fp32)
                 proto = to_fp16(fp32, island)
                 extra["fp32_nodes"] = sorted(island)
+            elif fmt.name == "onnx-int8-byte":
+                from blmkd.export.quantize import quantize_byte_input
+
+                proto, extra["quantization"] = quantize_byte_input(fp32)
             else:
                 from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
 
@@ -266,10 +270,10 @@ def export(
             path = out / f"{stem}{fmt.suffix}"
             art = _write_checked_onnx(
                 proto, path, fmt, {**meta, "precision": fmt.precision, "opset": o["opset"], "simplified": simplified, **extra},
-                ev, ref, labels, _criterion(fmt.name, o), log,
+                ev, ref, labels, _criterion(fmt.name, o, fmt.precision), log,
             )  # fmt: skip
             artifacts.append(art)
-            onnx_paths[fmt.precision] = path
+            onnx_paths[fmt.name] = path
 
     if tgt is not None:
         artifacts += _tensorrt(
@@ -371,7 +375,7 @@ def _tensorrt(
 
     for p in precisions:
         epath = out / engine_name(stem, p)
-        src = onnx_paths["int8" if p == "int8" else "fp32"]
+        src = onnx_paths[_ENGINE_SOURCE[p]]
         log(f"trt: building {epath.name} from {src.name} ({reason})")
         info = build_engine(
             src,

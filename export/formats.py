@@ -85,6 +85,20 @@ FORMATS: dict[str, ExportFormat] = {
             description="static INT8 QDQ (ONNX Runtime calibration on training patches), explicit quantization for TensorRT",
         ),
         ExportFormat(
+            name="onnx-int8-byte",
+            flag="--int8-byte",
+            suffix=".int8b.onnx",
+            precision="int8",
+            runtime="onnxruntime",
+            devices=("cpu",),
+            options=_ONNX_COMMON | {"min_agreement", "max_oa_drop"},
+            # One layer's weights rounded, inputs exact: held to a tighter default than --int8.
+            defaults=MappingProxyType(
+                {"opset": 17, "simplify": True, "min_agreement": 0.98, "max_oa_drop": 0.5}
+            ),
+            description="byte students: the uint8 input straight into an integer first layer (int8 weights), the rest FP32; no calibration; ONNX Runtime on CPU",
+        ),
+        ExportFormat(
             name="trt",
             flag="--trt",
             suffix=".engine",

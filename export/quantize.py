@@ -1,4 +1,10 @@
-"""Static INT8 quantization (QDQ) with ONNX Runtime, calibrated on training patches.
+"""INT8 quantization: static QDQ calibrated on training patches, and the byte-input form.
+
+Two INT8 files can be made from an FP32 graph. :func:`quantize_int8` (``--int8``) quantizes every
+weight-bearing layer that stays accurate in 8 bits, as described below; it is the file TensorRT
+builds INT8 engines from. :func:`quantize_byte_input` (``--int8-byte``, byte students only) quantizes
+just the first layer, whose activations are the input bytes themselves, and leaves the rest in FP32:
+no calibration and no extra nodes, for CPUs at small batches.
 
 The FP32 graph goes through ``quant_pre_process`` (symbolic shape inference and ORT's graph
 optimizations, so that the calibrator sees fused ops) and ``quantize_static`` with a
@@ -46,6 +52,7 @@ student where MinMax and Entropy, stretched by a few outlier activations, lost 3
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import tempfile
 from collections.abc import Callable, Iterator
@@ -53,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -242,3 +250,117 @@ def quantize_int8(
         "quantize_linear_nodes": n_q,
     }
     return q, record
+
+
+# Ops that only move or view the bytes on their way to the first layer: valid on uint8 tensors.
+_LAYOUT_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
+
+#: Weight range of :func:`quantize_byte_input`: 7 bits, for the saturation reason in the module
+#: docstring (bytes up to 255 times weights up to ±63 never overflow ``VPMADDUBSW``'s int16 sums).
+BYTE_INPUT_WEIGHT_BITS = 7
+
+
+def quantize_byte_input(model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BITS) -> tuple[onnx.ModelProto, dict]:
+    """INT8 copy of a byte-input model in which the raw input bytes feed an integer GEMM.
+
+    A byte student's first layer reads ``Cast(uint8 → float)`` of its input (the per-band
+    dequantization is folded into that layer's weights). Here the bytes themselves are the integer
+    activations, exactly (``DequantizeLinear`` with scale 1 and zero point 0: no calibration, no
+    rounding of the input), and the layer's weight is int8 with one scale per output channel; all
+    later layers stay FP32. ONNX Runtime fuses the pattern into ``MatMulIntegerToFloat`` (u8·s8 →
+    int32 → float, bias and scales applied in the kernel), so the file has fewer nodes than the
+    FP32 one and no ``Cast``: the cheapest form of the student's largest layer at batch 1, where the
+    static QDQ graph's extra quantize/dequantize nodes cost more than its integer kernels save.
+    Standard ONNX ops only; TensorRT's explicit quantization takes int8 Q/DQ, not a uint8 input,
+    so engines are built from :func:`quantize_int8`'s file instead.
+
+    Args:
+        model: the FP32 graph of a model with one uint8 input.
+        bits: weight range, ``2..8`` (``±(2^(bits-1) − 1)``).
+
+    Returns:
+        The rewritten model and a JSON-ready record of what was quantized.
+
+    Raises:
+        ExportError: the input is not uint8, or it does not reach a MatMul with a constant 2-D
+            weight through a single ``Cast`` and layout-only ops.
+    """
+    if not 2 <= bits <= 8:
+        raise ExportError(f"weight bits must be in 2..8, got {bits}")
+    m = copy.deepcopy(model)
+    g = m.graph
+    x = g.input[0]
+    if x.type.tensor_type.elem_type != TensorProto.UINT8:
+        raise ExportError(
+            f"INT8 byte-input export needs a model with a uint8 input; {x.name!r} is "
+            f"{TensorProto.DataType.Name(x.type.tensor_type.elem_type).lower()} (use --int8 for float-input models)"
+        )
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def only_consumer(name: str) -> onnx.NodeProto:
+        cs = consumers.get(name, [])
+        if len(cs) != 1:
+            raise ExportError(
+                f"the byte input feeds {len(cs)} nodes at {name!r}; INT8 byte-input export needs one path to the first layer"
+            )
+        return cs[0]
+
+    cast = only_consumer(x.name)
+    if cast.op_type != "Cast":
+        raise ExportError(f"the uint8 input feeds a {cast.op_type}, not a Cast to float; cannot find the first layer")
+    chain, cur = [], cast.output[0]
+    while (n := only_consumer(cur)).op_type in _LAYOUT_OPS and n.input[0] == cur:
+        chain.append(n)
+        cur = n.output[0]
+    if n.op_type != "MatMul" or n.input[0] != cur or n.input[1] not in inits or len(inits[n.input[1]].dims) != 2:
+        raise ExportError(
+            f"the byte input reaches {n.op_type} {n.name!r} before a MatMul with a 2-D weight; nothing to quantize"
+        )
+    matmul, w_name = n, n.input[1]
+
+    w = numpy_helper.to_array(inits[w_name]).astype(np.float64)  # (K, N)
+    qmax = 2 ** (bits - 1) - 1
+    scale = np.abs(w).max(axis=0) / qmax  # (N,) one per output channel
+    scale[scale == 0] = 1.0
+    wq = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)  # (K, N)
+
+    # Rewire: input → layout ops (now on bytes) → DequantizeLinear(scale 1) → MatMul(·, DQ(wq)).
+    u8 = x.name
+    if chain:
+        chain[0].input[0] = x.name
+        u8 = chain[-1].output[0] = f"{cur}_uint8"
+    p = f"{w_name}_byte_input"
+    dq_x = helper.make_node("DequantizeLinear", [u8, f"{p}_x_scale", f"{p}_x_zero_point"], [cur], name=f"{p}_dq_x")
+    dq_w = helper.make_node(
+        "DequantizeLinear", [f"{p}_wq", f"{p}_w_scale", f"{p}_w_zero_point"], [f"{p}_w"], name=f"{p}_dq_w", axis=1
+    )
+    matmul.input[1] = f"{p}_w"
+    g.initializer.extend([
+        numpy_helper.from_array(np.array(1.0, np.float32), f"{p}_x_scale"),
+        numpy_helper.from_array(np.array(0, np.uint8), f"{p}_x_zero_point"),
+        numpy_helper.from_array(wq, f"{p}_wq"),
+        numpy_helper.from_array(scale.astype(np.float32), f"{p}_w_scale"),
+        numpy_helper.from_array(np.zeros(wq.shape[1], np.int8), f"{p}_w_zero_point"),
+    ])  # fmt: skip
+    if len(consumers.get(w_name, [])) == 1:
+        g.initializer.remove(inits[w_name])
+    nodes = [nd for nd in g.node if nd is not cast]
+    at = nodes.index(matmul)
+    nodes[at:at] = [dq_w, dq_x]
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]  # the layout ops' outputs are uint8 now; re-inferred
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    record = {
+        "format": "QDQ, byte input",
+        "quantized_nodes": [matmul.name],
+        "activations": "the uint8 input bytes, exact (scale 1, zero point 0)",
+        "weights": f"int8 symmetric, {bits}-bit range, per output channel",
+        "calibration": "none",
+        "float_nodes": "all others",
+    }
+    return m, record

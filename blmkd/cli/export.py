@@ -21,6 +21,13 @@ def export_cmd(
     int8: Annotated[
         bool, typer.Option("--int8", help="Static INT8 QDQ ONNX, calibrated on training patches.")
     ] = False,
+    int8_byte: Annotated[
+        bool,
+        typer.Option(
+            "--int8-byte",
+            help="Byte students, CPU: the uint8 input straight into an integer first layer, the rest FP32 (no calibration).",
+        ),
+    ] = False,
     trt: Annotated[
         bool,
         typer.Option("--trt", help="TensorRT engine per requested precision + a build script for --target."),
@@ -55,11 +62,11 @@ def export_cmd(
     ] = None,
     min_agreement: Annotated[
         float | None,
-        typer.Option("--min-agreement", help="INT8: least argmax agreement with PyTorch (default 0.9)."),
+        typer.Option("--min-agreement", help="INT8: least argmax agreement with PyTorch (default 0.9; --int8-byte 0.98)."),
     ] = None,
     max_oa_drop: Annotated[
         float | None,
-        typer.Option("--max-oa-drop", help="INT8: largest OA drop vs PyTorch in points (default 1.0)."),
+        typer.Option("--max-oa-drop", help="INT8: largest OA drop vs PyTorch in points (default 1.0; --int8-byte 0.5)."),
     ] = None,
     eval_size: Annotated[
         int | None,
@@ -75,7 +82,9 @@ def export_cmd(
     from blmkd.export import export
 
     formats = [
-        name for name, on in (("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8), ("trt", trt)) if on
+        name for name, on in (
+            ("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8), ("onnx-int8-byte", int8_byte), ("trt", trt)
+        ) if on
     ]
     with C.console.status("exporting and checking against PyTorch ..."):
         artifacts = export(

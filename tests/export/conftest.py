@@ -70,11 +70,13 @@ def teacher_ckpt(bundle, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def student_exports(student_ckpt, tmp_path_factory):
-    """FP32, FP16 and INT8 ONNX exports of the student, made once."""
+    """FP32, FP16, INT8 and INT8 byte-input ONNX exports of the student, made once."""
     from blmkd.export import export
 
     lines: list[str] = []
     out = tmp_path_factory.mktemp("student_exports")
     # 383 test patches: the default 1 pp OA-drop limit would be 4 patches of a barely trained model.
-    arts = export(student_ckpt, ["onnx", "onnx-fp16", "onnx-int8"], out, max_oa_drop=2.0, log=lines.append)
+    arts = export(
+        student_ckpt, ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte"], out, max_oa_drop=2.0, log=lines.append
+    )
     return {a.format: a for a in arts}, lines

@@ -10,7 +10,7 @@ from blmkd.export.formats import resolve_formats, validate_options
 
 
 def test_table_has_one_row_per_format_with_unique_suffixes():
-    assert list(FORMATS) == ["onnx", "onnx-fp16", "onnx-int8", "trt"]
+    assert list(FORMATS) == ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte", "trt"]
     suffixes = [f.suffix for f in FORMATS.values()]
     assert len(set(suffixes)) == len(suffixes)
     for f in FORMATS.values():
@@ -26,7 +26,7 @@ def test_formats_resolve_by_name_or_flag_in_table_order():
 
 def test_unknown_format_lists_the_known_ones():
     with pytest.raises(
-        ExportError, match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, trt"
+        ExportError, match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, trt"
     ):
         resolve_formats(["tflite"])
 
@@ -47,6 +47,7 @@ def test_options_fill_per_format_defaults():
         (["onnx-int8"], {"build_engine": True}, "--build-engine does not apply"),
         (["onnx-int8"], {"calib_size": 0}, "--calib-size must be at least 1"),
         (["onnx-int8"], {"calibration": "kl"}, "--calibration must be one of minmax, entropy, percentile"),
+        (["onnx-int8-byte"], {"calibration": "minmax"}, "--calibration does not apply"),
         (["onnx"], {"opset": 13}, "--opset must be 17..20"),
         (["onnx-fp16"], {"atol": -1}, "--atol must be >= 0"),
         (["trt"], {"target": "jetson-tx2"}, "unknown target 'jetson-tx2'; known: jetson-orin-nano"),
