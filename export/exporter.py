@@ -269,7 +269,7 @@ def export(
                 proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
             path = out / f"{stem}{fmt.suffix}"
             art = _write_checked_onnx(
-                proto, path, fmt, {**meta, "precision": fmt.precision, "opset": o["opset"], "simplified": simplified, **extra},
+                proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
                 ev, ref, labels, _criterion(fmt.name, o, fmt.precision), log,
             )  # fmt: skip
             artifacts.append(art)

@@ -178,7 +178,8 @@ def format_label(runner, job: Job) -> str:
         ep = {"CUDAExecutionProvider": " (ORT CUDA)", "TensorrtExecutionProvider": " (ORT TensorRT)"}.get(
             job.variant, ""
         )
-        return f"ONNX {prec}{ep}"
+        byte_input = " byte-input" if runner.meta.get("export_format") == "onnx-int8-byte" else ""
+        return f"ONNX {prec}{byte_input}{ep}"
     return f"TensorRT {prec}"
 
 

@@ -88,6 +88,12 @@ def test_byte_input_int8_feeds_the_raw_bytes_to_an_integer_gemm(student_exports,
     assert "MatMulIntegerToFloat" in ops and "Cast" not in ops
     assert art.check.passed and art.check.agreement >= 0.98
     assert any(line.startswith("onnx-int8-byte:") and "argmax agreement" in line for line in lines)
+    # `blmkd bench` tells the two INT8 files apart.
+    from blmkd.bench.runner import Job, format_label
+    from blmkd.export import open_artifact
+
+    labels = [format_label(open_artifact(arts[f].path), Job(arts[f].path, "onnx", "cpu")) for f in ("onnx-int8", "onnx-int8-byte")]
+    assert labels == ["ONNX INT8", "ONNX INT8 byte-input"]
 
 
 def test_byte_input_int8_equals_fp32_with_the_rounded_weights(student_exports, bundle):
