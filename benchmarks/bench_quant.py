@@ -115,8 +115,9 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
+        input_kind = ck.meta["model"].get("input_kind", "float")
         fmts = ["onnx", "onnx-fp16", "onnx-int8"]
-        if getattr(ck.build_model(), "input_kind", "float") == "uint8":
+        if input_kind == "uint8":
             fmts.append("onnx-int8-byte")  # byte students: the input bytes into an integer first layer
         arts = export(ck, fmts, tmp, calibration=args.calibration, eval_size=args.eval_size)
         arts = {LABELS[a.format]: a for a in arts}
@@ -127,7 +128,7 @@ def main() -> None:
 
         bundle = bundle_from_checkpoint(ck)
         rows, cols, _ = bundle.coords("test")
-        extractor = bundle.extractor(ck.build_model().input_kind)
+        extractor = bundle.extractor(input_kind)
         timings: dict[int, dict[str, list[float]]] = {}
         for bs in (int(b) for b in args.batches.split(",")):
             idx = np.arange(bs) % len(rows)

@@ -139,8 +139,9 @@ def compare(logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, criterion: 
     return Check(len(ref), diff, agreement, oa, oa_ref, ", ".join(parts), bool(ok))
 
 
-def _criterion(fmt_name: str, opts: dict, precision: str | None = None, atol: float | None = None) -> dict:
-    if fmt_name == "onnx-int8" or precision == "int8":
+def _criterion(opts: dict, precision: str, atol: float | None = None) -> dict:
+    """What an artifact of this precision is checked by: INT8 by its decisions, others by logits."""
+    if precision == "int8":
         return {"min_agreement": opts["min_agreement"], "max_oa_drop": opts["max_oa_drop"]}
     return {"atol": atol if atol is not None else opts["atol"]}
 
@@ -270,7 +271,7 @@ def export(
             path = out / f"{stem}{fmt.suffix}"
             art = _write_checked_onnx(
                 proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
-                ev, ref, labels, _criterion(fmt.name, o, fmt.precision), log,
+                ev, ref, labels, _criterion(o, fmt.precision), log,
             )  # fmt: skip
             artifacts.append(art)
             onnx_paths[fmt.name] = path
@@ -396,7 +397,7 @@ def _tensorrt(
                 ev.logits(TensorRTRunner(epath).run),
                 ref,
                 labels,
-                _criterion(_PRECISION_FORMAT[p], fmt_opts, p, o["atol"]),
+                _criterion(fmt_opts, p, o["atol"]),
             )
         except Exception:
             epath.unlink(missing_ok=True)

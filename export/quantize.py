@@ -76,12 +76,18 @@ from blmkd.errors import ExportError
 OP_TYPES_TO_QUANTIZE = ("Conv", "MatMul", "Gemm")
 
 
-def _scan_output_projections(model: onnx.ModelProto, weights: set[str]) -> set[str]:
-    """The first weight-bearing node on every path out of a ``CumSum`` (the scan's output projection)."""
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name → the nodes that read it."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
+    for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    return consumers
+
+
+def _scan_output_projections(model: onnx.ModelProto, weights: set[str]) -> set[str]:
+    """The first weight-bearing node on every path out of a ``CumSum`` (the scan's output projection)."""
+    consumers = _consumers(model.graph)
     found: set[str] = set()
     seen: set[str] = set()
     frontier = [n for n in model.graph.node if n.op_type == "CumSum"]
@@ -296,10 +302,7 @@ def quantize_byte_input(model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BI
             f"{TensorProto.DataType.Name(x.type.tensor_type.elem_type).lower()} (use --int8 for float-input models)"
         )
     inits = {t.name: t for t in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(g)
 
     def only_consumer(name: str) -> onnx.NodeProto:
         cs = consumers.get(name, [])
