@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,18 @@ from rich.table import Table
 
 from blmkd.errors import BlmkdError
 
-console = Console()
+#: Width of the console when stdout is a file or a pipe (a log, CI) and COLUMNS is not set: rich
+#: would use 80 columns there and cut preset names and numbers in the wider tables with "…".
+LOG_WIDTH = 160
+
+
+def _console() -> Console:
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=LOG_WIDTH)
+
+
+console = _console()
 
 #: The student `distill`, `train-student` and `demo` use unless told otherwise. `blm_t` since session 6:
 #: on Indian Pines' 10% split it was as accurate as `blm_s` trained alone on the same five seeds
