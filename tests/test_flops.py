@@ -62,3 +62,19 @@ def test_models_command_user_errors_are_one_line(args, message, capsys):
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0
+
+
+def test_models_table_is_not_cut_when_stdout_is_a_pipe():
+    # A log or CI: stdout is a pipe and COLUMNS is unset; rich's 80 columns would cut the
+    # descriptions (and, in wider tables, preset names and numbers) with "…".
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "blmkd", "models", "--family", "student"],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout
+    assert "…" not in out
+    assert "1/100 of the teacher" in out  # the end of blm_b's description, past column 80
