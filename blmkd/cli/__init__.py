@@ -6,6 +6,7 @@ turns those into one ``error: ...`` line and a non-zero exit, with no traceback.
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import typer
@@ -53,7 +54,23 @@ def _register() -> None:
         m.register(app)
 
 
+def _reflow(doc: str) -> str:
+    """A command's docstring with each paragraph on one line: typer's rich help keeps the source's
+    line breaks, which then wrap raggedly at any terminal width."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = _reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        _reflow_help(sub.typer_instance)
+
+
 _register()
+_reflow_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,10 +21,11 @@ def compare(
     b_file: Annotated[str | None, typer.Option("--b-file", help="The same for B.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the pairs and statistics as JSON here.")] = None,
 ) -> None:
-    """Pair the runs of A and B that were tested on the same split and report the per-seed
-    differences, their mean with a 95% confidence interval (Student's t), the paired t-test and an
-    exact sign-flip permutation p-value, and a verdict: A > B or A < B only when the interval
-    excludes 0.
+    """Is A better than B beyond noise? Runs paired by split, mean difference with a 95% CI and p-values.
+
+    For the pairs of runs tested on the same split it reports the per-seed differences, their mean
+    with a 95% confidence interval (Student's t), the paired t-test and an exact sign-flip
+    permutation p-value, and a verdict: A > B or A < B only when the interval excludes 0.
 
     Runs are paired by split digest (same scene, split and seed), never by folder name.
     """
