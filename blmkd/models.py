@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from blmkd.errors import ModelError
@@ -28,6 +29,30 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+
+class ChunkedInference:
+    """Mixin: inference batches larger than ``infer_chunk`` run in chunks of it when no graph is
+    being recorded (no autograd, no tracing or compiling).
+
+    The numbers are the same (every layer is per sample in eval mode), but each intermediate stays a
+    few MB, which the allocator reuses from call to call; whole-batch intermediates of tens of MB are
+    mmapped and page-faulted in afresh on every call. 0 disables it. Used as
+    ``if self._chunked(x): return self._cat([self.forward(c) for c in x.split(self.infer_chunk)])``.
+    """
+
+    infer_chunk = 256
+
+    def _chunked(self, x: torch.Tensor) -> bool:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_grad_enabled():
+            return False
+        return 0 < self.infer_chunk < x.shape[0]
+
+    @staticmethod
+    def _cat(outs):
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        return torch.cat(outs)
 
 
 def register_model(name: str, family: str, description: str = ""):
