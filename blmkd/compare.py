@@ -45,6 +45,7 @@ class RunResult:
     seed: int | None
     digest: str
     metrics: dict[str, float]  # oa, aa, kappa as fractions
+    per_class: tuple[dict, ...] = ()  # {"id", "name", "accuracy", "support"} per class, when recorded
 
 
 def _read_json(path: Path) -> dict:
@@ -78,7 +79,44 @@ def load_run(run_dir: Path, metrics_file: str | None = None) -> RunResult:
         seed=split.get("seed"),
         digest=str(split["digest"]),
         metrics={k: float(metrics[k]) for k in METRICS},
+        per_class=_per_class(metrics.get("per_class")),
     )
+
+
+def _per_class(rows) -> tuple[dict, ...]:
+    """The per-class test accuracies of a metrics dict, or ``()`` where they are missing or malformed."""
+    if not isinstance(rows, list):
+        return ()
+    out = []
+    for r in rows:
+        if not isinstance(r, dict) or not isinstance(r.get("accuracy"), (int, float)):
+            return ()
+        out.append({"id": r.get("id"), "name": str(r.get("name", r.get("id"))), "accuracy": float(r["accuracy"]),
+                    "support": int(r.get("support", 0))})  # fmt: skip
+    return tuple(out)
+
+
+def per_class_pairs(pairs: list[tuple[RunResult, RunResult]]) -> list[dict]:
+    """Per-class test accuracy of paired runs: for each class its mean test pixels, the mean accuracy
+    in A and in B, their mean difference and on how many pairs A was higher. ``[]`` unless every run
+    recorded per-class accuracies for the same class ids in the same order."""
+    tables = [(ra.per_class, rb.per_class) for ra, rb in pairs]
+    if not tables or any(not ta or not tb for ta, tb in tables):
+        return []
+    ids = [c["id"] for c in tables[0][0]]
+    if any([c["id"] for c in t] != ids for ta, tb in tables for t in (ta, tb)):
+        return []
+    out = []
+    for i, first in enumerate(tables[0][0]):
+        acc_a = np.array([ta[i]["accuracy"] for ta, _ in tables])
+        acc_b = np.array([tb[i]["accuracy"] for _, tb in tables])
+        out.append({
+            "id": first["id"], "name": first["name"],
+            "support": float(np.mean([ta[i]["support"] for ta, _ in tables])),
+            "mean_a": float(acc_a.mean()), "mean_b": float(acc_b.mean()),
+            "mean_delta": float((acc_a - acc_b).mean()), "wins": int((acc_a > acc_b).sum()), "n": len(tables),
+        })  # fmt: skip
+    return out
 
 
 def collect_runs(path: str | Path, metrics_file: str | None = None) -> list[RunResult]:
@@ -154,7 +192,8 @@ def paired_stats(a, b) -> dict:
 def compare_runs(a: list[RunResult], b: list[RunResult]) -> dict:
     """Pair the runs of ``a`` and ``b`` by split and compute :func:`paired_stats` for OA, AA and κ.
 
-    Returns ``{"pairs": [...], "unpaired_a": [...], "unpaired_b": [...], "stats": {metric: ...}}``.
+    Returns ``{"pairs": [...], "unpaired_a": [...], "unpaired_b": [...], "stats": {metric: ...},
+    "per_class": [...]}`` (see :func:`per_class_pairs`).
 
     Raises:
         BlmkdError: no split is shared by the two groups.
@@ -177,4 +216,5 @@ def compare_runs(a: list[RunResult], b: list[RunResult]) -> dict:
         "unpaired_a": [str(r.dir) for r in a if r.digest not in paired],
         "unpaired_b": [str(r.dir) for r in b if r.digest not in paired],
         "stats": {k: paired_stats([ra.metrics[k] for ra, _ in pairs], [rb.metrics[k] for _, rb in pairs]) for k in METRICS},
+        "per_class": per_class_pairs(pairs),
     }

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from blmkd.cli import main
-from blmkd.compare import collect_runs, compare_runs, paired_stats
+from blmkd.compare import RunResult, collect_runs, compare_runs, paired_stats, per_class_pairs
 
 
 def test_paired_stats_by_hand():
@@ -58,12 +58,24 @@ def test_compare_pairs_real_runs_by_split(ip_crop_path, tmp_path, capsys):
     assert res["pairs"][0]["oa_a"] == pytest.approx(want[0]) and res["pairs"][0]["oa_b"] == pytest.approx(want[1])
     assert res["stats"]["oa"]["deltas"][0] == pytest.approx(want[0] - want[1])
 
+    # per class: the mean over the two pairs of each run's recorded per-class test accuracy
+    rows = {d: json.loads((tmp_path / d / "best.json").read_text())["metrics"]["test"]["per_class"]
+            for d in ("A/seed_1", "A/seed_2", "B/seed_1", "B/seed_2")}  # fmt: skip
+    assert [r["id"] for r in res["per_class"]] == [r["id"] for r in rows["A/seed_1"]]
+    for i, r in enumerate(res["per_class"]):
+        a_mean = (rows["A/seed_1"][i]["accuracy"] + rows["A/seed_2"][i]["accuracy"]) / 2
+        b_mean = (rows["B/seed_1"][i]["accuracy"] + rows["B/seed_2"][i]["accuracy"]) / 2
+        assert r["mean_a"] == pytest.approx(a_mean) and r["mean_b"] == pytest.approx(b_mean)
+        assert r["mean_delta"] == pytest.approx(a_mean - b_mean) and r["n"] == 2 and 0 <= r["wins"] <= 2
+
     capsys.readouterr()
-    main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--json", str(tmp_path / "cmp.json")])
+    main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--json", str(tmp_path / "cmp.json"), "--per-class"])
     out = capsys.readouterr().out
     assert "verdict (OA)" in out and "not paired (A" in out and "n = 2 pairs" in out
+    assert "per-class test accuracy" in out and rows["A/seed_1"][0]["name"] in out
     saved = json.loads((tmp_path / "cmp.json").read_text())
     assert saved["stats"]["oa"]["deltas"] == pytest.approx(res["stats"]["oa"]["deltas"])
+    assert saved["per_class"] == res["per_class"]
 
     # metrics from an `evaluate --json` file in each run directory (here: the train split's)
     for s in (0, 1, 2):
@@ -91,3 +103,16 @@ def test_compare_bad_input_is_one_line(ip_crop_path, tmp_path, capsys):
             main(["compare", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (args, err)
+
+
+def test_per_class_pairs_needs_every_run_to_record_the_same_classes(tmp_path):
+    def run(acc, ids=(1, 2)):
+        rows = tuple({"id": i, "name": f"c{i}", "accuracy": a, "support": 10} for i, a in zip(ids, acc))
+        return RunResult(tmp_path, "m", "s", 0, "d", {"oa": 0.9, "aa": 0.9, "kappa": 0.9}, rows)
+
+    got = per_class_pairs([(run([1.0, 0.5]), run([0.8, 0.5])), (run([0.6, 0.7]), run([0.8, 0.4]))])
+    assert [r["name"] for r in got] == ["c1", "c2"]
+    assert got[0]["mean_a"] == pytest.approx(0.8) and got[0]["mean_delta"] == pytest.approx(0.0) and got[0]["wins"] == 1
+    assert got[1]["mean_delta"] == pytest.approx(0.15) and got[1]["wins"] == 1 and got[1]["support"] == 10
+    assert per_class_pairs([(run([1.0, 0.5]), run([]))]) == []  # B recorded none
+    assert per_class_pairs([(run([1.0, 0.5]), run([0.8, 0.5], ids=(1, 3)))]) == []  # other classes
