@@ -38,7 +38,7 @@ class ChunkedInference:
     The numbers are the same (every layer is per sample in eval mode), but each intermediate stays a
     few MB, which the allocator reuses from call to call; whole-batch intermediates of tens of MB are
     mmapped and page-faulted in afresh on every call. 0 disables it. Used as
-    ``if self._chunked(x): return self._cat([self.forward(c) for c in x.split(self.infer_chunk)])``.
+    ``if self._chunked(x): return self._in_chunks(self.forward, x, ...)``.
     """
 
     infer_chunk = 256
@@ -48,8 +48,9 @@ class ChunkedInference:
             return False
         return 0 < self.infer_chunk < x.shape[0]
 
-    @staticmethod
-    def _cat(outs):
+    def _in_chunks(self, fn, x: torch.Tensor, *args):
+        """``fn(x, *args)`` computed on chunks of ``infer_chunk`` and concatenated (tuples part by part)."""
+        outs = [fn(c, *args) for c in x.split(self.infer_chunk)]
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
         return torch.cat(outs)

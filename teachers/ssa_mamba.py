@@ -396,7 +396,7 @@ class SSAMamba(ChunkedInference, nn.Module):
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits ``(N, num_classes)``; with ``return_features`` also the pooled feature ``(N, d_model)``."""
         if self._chunked(x):
-            return self._cat([self.forward(c, return_features) for c in x.split(self.infer_chunk)])
+            return self._in_chunks(self.forward, x, return_features)
         N, _, H, W = x.shape
         z_proj = self.input_proj(x)  # (N, d_model, H, W)  channels-last
         h = z_proj.permute(0, 2, 3, 1).reshape(N, H * W, -1)  # (N, L, d_model)  row-major serialization

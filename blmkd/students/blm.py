@@ -346,7 +346,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         """Classify encoded patches ``h (N, d_model, P, P)``, e.g. windows gathered from :meth:`encode`."""
         return_features = _static(return_features, bool)
         if self._chunked(h):
-            return self._cat([self.forward_latent(c, return_features) for c in h.split(self.infer_chunk)])
+            return self._in_chunks(self.forward_latent, h, return_features)
         P = _static(h.shape[-1])
         return self._classify(h.reshape(-1, self.config.d_model, P * P).transpose(1, 2), P, return_features)
 
@@ -358,7 +358,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         """
         return_features = _static(return_features, bool)
         if self._chunked(x):
-            return self._cat([self.forward(c, return_features) for c in x.split(self.infer_chunk)])
+            return self._in_chunks(self.forward, x, return_features)
         h = self.encoder.tokens(x, *self._dequant_args(x))  # (N, L, d_model), raster order
         return self._classify(h, _static(x.shape[-1]), return_features)
 
