@@ -18,6 +18,13 @@ An ``ONNX Runtime fp32`` row runs the same model exported by ``blmkd export``'s 
 because MLAS' GEMMs and ORT's fused LayerNorm/GELU/attention kernels beat the eager calls. Skip it
 with ``--no-ort``.
 
+Last, the script prints the FP32 ceiling: this machine's best 1024² FP32 GEMM rate on the same
+threads (measured before and after the timed runs), divided by the model's FLOPs per patch, is the
+patches/s of a forward whose every FLOP ran at BLAS peak and whose non-matmul ops cost nothing. No
+exact FP32 implementation of this network can beat it, since no rewrite of the same network removes
+FLOPs (the projections have nonlinearities or LayerNorms between them); its ratio to the seed row
+says how far an exact FP32 speed-up can go on this machine at all.
+
     .venv/bin/python benchmarks/bench_teacher.py [--preset ssa_mamba] [--batch 256] [--repeats 5]
 """
 
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from blmkd.bench.machine import matmul_peak_gflops
 from blmkd.bench.runner import cpu_bf16_status
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model
@@ -146,6 +154,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    peak_start = matmul_peak_gflops("cpu")["gflops"]
     torch.manual_seed(0)
     model = create_model(args.preset, args.bands, args.classes).eval()
     with torch.no_grad():  # non-trivial BN statistics, so that the eval-mode folding is exercised
@@ -195,6 +204,7 @@ def main() -> None:
                   f"{(ref - got).abs().max().item():.2e}, argmax agreement {100 * agree:.2f}%")
         fns["torch matmuls only"] = matmul_replay(model, x)
         times = time_interleaved(fns, args.repeats)
+    peak = max(peak_start, matmul_peak_gflops("cpu")["gflops"])
 
     seed_pps = args.batch / statistics.median(times["seed reference"]) if seed is not None else None
     print(f"{'implementation':<24} {'patches/s':>10} {'median ms':>10} {'p90 ms':>8} {'vs seed':>8} "
@@ -216,6 +226,11 @@ def main() -> None:
           f"not counted; ours includes the (L, L) Toeplitz matmul. 'torch matmuls only' replays just our model's "
           f"matmul/conv/attention calls in PyTorch, on operands kept from one forward: an estimate of the eager "
           f"path's GEMM time, not a bound for other runtimes.")
+    ceiling = peak * 1e9 / flops
+    vs_seed = f" = {ceiling / seed_pps:.2f}x the seed" if seed_pps else ""
+    print(f"FP32 ceiling on this machine now: best 1024² GEMM {peak:.0f} GFLOP/s ({args.threads} threads, "
+          f"start {peak_start:.0f}) / {flops / 1e6:.1f} MFLOP per patch = {ceiling:.1f} patches/s{vs_seed}, "
+          f"if every FLOP ran at BLAS peak and nothing else cost time")
 
 
 if __name__ == "__main__":
