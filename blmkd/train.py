@@ -265,6 +265,7 @@ class TrainConfig:
     augment: bool = True  # random dihedral flips/rotations of training patches
     patience: int = 30  # early stopping: epochs without val-OA gain (0 disables)
     label_smoothing: float = 0.0
+    class_balance: float = 0.0  # β of the effective-number class weights (Cui et al. 2019); 0 = off
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0 = off)
     eval_batch: int = 512
     seed: int = 0
@@ -320,10 +321,34 @@ class TrainingError(BlmkdError):
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple]
 
 
-def ce_objective(label_smoothing: float = 0.0) -> Objective:
+def class_balance_weights(labels, num_classes: int, beta: float) -> torch.Tensor:
+    """Per-class loss weights ``(K,)`` from the effective number of samples (Cui et al., CVPR 2019).
+
+    A class with ``n`` training pixels weighs ``1 / E_n`` with ``E_n = (1 − βⁿ) / (1 − β)``: for
+    ``β → 0`` every class weighs the same per pixel (plain cross-entropy), for ``β → 1`` each class
+    weighs the same in total (inverse frequency). The weights are scaled so that the training
+    pixels' mean weight is 1, which keeps the loss scale, and so the learning rate, of the
+    unweighted loss. Classes without training pixels get 0.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"class balance β must be in [0, 1), got {beta}")
+    n = torch.bincount(torch.as_tensor(labels).long().flatten(), minlength=num_classes).double()  # (K,)
+    effective = (1.0 - torch.pow(beta, n)) / (1.0 - beta)  # (K,); 0 where n = 0
+    w = torch.where(n > 0, 1.0 / effective.clamp_min(1e-12), torch.zeros_like(n))  # (K,)
+    return (w * n.sum() / (w * n).sum()).float()  # (K,): Σ_c n_c·w_c = Σ_c n_c
+
+
+def ce_objective(label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None) -> Objective:
+    """Cross-entropy; with ``class_weights (K,)`` each pixel's loss is scaled by its class's weight
+    (a plain mean over the batch, as the distillation loss weighs its pixels)."""
+
     def objective(model, x, y, idx, variants, epoch):
         logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if class_weights is None:
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        else:
+            per_pixel = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")  # (N,)
+            loss = (class_weights.to(per_pixel.device)[y] * per_pixel).mean()
         return loss, logits, {"ce": float(loss.detach())}
 
     return objective
@@ -411,7 +436,6 @@ def fit(
     out = Path(out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    objective = objective or ce_objective(cfg.label_smoothing)
     # Dropout masks differ between ranks (rank 0 draws the single-process ones); the batch generator
     # is the same on every rank, so all ranks draw the same permutation and variants.
     torch.manual_seed(cfg.seed + ctx.rank)
@@ -422,6 +446,9 @@ def fit(
     rows, cols, labels = bundle.coords("train")
     if len(rows) == 0:
         raise TrainingError("the split has no training pixels")
+    if objective is None:
+        weights = class_balance_weights(labels, bundle.scene.num_classes, cfg.class_balance) if cfg.class_balance else None
+        objective = ce_objective(cfg.label_smoothing, weights)
     vrows, vcols, vlabels = bundle.coords("val")
     use_val = len(vrows) > 0
     y_all = torch.from_numpy(labels)

@@ -14,6 +14,7 @@ from blmkd.cli.train import (
     WD,
     Augment,
     Batch,
+    ClassBalance,
     Epochs,
     LabelSmoothing,
     Out,
@@ -72,6 +73,7 @@ def distill(
     patience: Patience = 60,
     augment: Augment = True,
     ema: EMA = 0.0,
+    class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student"),
     resume: Resume = False,
     progress: C.Progress = True,
@@ -102,6 +104,7 @@ def distill(
         class_shrink,
     )
     kd.validate()
+    _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance)  # fail before the teacher loads
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
     seed_list = C.parse_seeds(seeds)
@@ -157,7 +160,12 @@ def distill(
         if len(facts) > 1:
             meta["teachers"] = facts  # an ensemble: "teacher" is its first member
         counts = torch.bincount(torch.as_tensor(bundle.coords("train")[2]).long(), minlength=bundle.scene.num_classes)
-        objective = kd_objective(kd, cache, feats, hint, pool, seed=s, class_counts=counts)
+        weights = None
+        if class_balance:
+            from blmkd.train import class_balance_weights
+
+            weights = class_balance_weights(bundle.coords("train")[2], bundle.scene.num_classes, class_balance)
+        objective = kd_objective(kd, cache, feats, hint, pool, seed=s, class_counts=counts, class_weights=weights)
         return {"objective": objective, "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
@@ -174,7 +182,7 @@ def distill(
         bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         runs += _run_seeds(
-            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s, ema),
+            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s, ema, 0.0, class_balance),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
@@ -253,6 +261,7 @@ def train_student(
     augment: Augment = True,
     ema: EMA = 0.0,
     label_smoothing: LabelSmoothing = 0.0,
+    class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student_nokd"),
     resume: Resume = False,
     progress: C.Progress = True,
@@ -273,7 +282,7 @@ def train_student(
         C.parse_seeds(seeds) or [seed], out, build,
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing, class_balance),
         resume=resume, progress=progress, title=f"student {student} (no teacher)",
     )  # fmt: skip
 

@@ -161,6 +161,7 @@ def kd_objective(
     pool: UnlabelledPool | None = None,
     seed: int = 0,
     class_counts: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
 ):
     """Training objective for :func:`blmkd.train.fit` using cached teacher outputs.
 
@@ -170,7 +171,9 @@ def kd_objective(
     ``λ_t·L_KD`` on them (no CE: they have no label). With ``cfg.class_shrink = k > 0`` and the
     training pixels per class ``class_counts (K,)``, a pixel of a class with ``n`` of them gets
     ``λ_t·n/(n + k)``: the fewer examples the teacher learnt a class from, the more its pixels
-    lean on their label.
+    lean on their label. ``class_weights (K,)`` (:func:`blmkd.train.class_balance_weights`) scale
+    each labelled pixel's whole loss, CE and KD, by its class's weight; unlabelled pixels, which
+    have no class, keep weight 1.
     """
     from blmkd.distill.losses import DistillationLoss, lambda_schedule
 
@@ -200,7 +203,9 @@ def kd_objective(
             z_s, f_s = model(x, return_features=True)
         else:
             z_s = model(x)
-        total, parts = loss_fn(z_s, z_t, y, lam, None if trust_of is None else trust_of[y.cpu()].to(y.device))
+        trust = None if trust_of is None else trust_of[y.cpu()].to(y.device)
+        weight = None if class_weights is None else class_weights[y.cpu()].to(y.device)
+        total, parts = loss_fn(z_s, z_t, y, lam, trust, weight)
         if use_hint:
             h = hint(f_s, feat_cache[idx, v].to(x.device))
             total = total + cfg.hint_weight * h

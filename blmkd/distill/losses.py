@@ -161,7 +161,13 @@ class DistillationLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(
-        self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, lam: float, trust: torch.Tensor | None = None
+        self,
+        z_s: torch.Tensor,
+        z_t: torch.Tensor,
+        y: torch.Tensor,
+        lam: float,
+        trust: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts.
 
@@ -172,20 +178,23 @@ class DistillationLoss(nn.Module):
             lam: distillation weight λ in ``[0, 1]``.
             trust: optional per-pixel factor ``(N,)`` in ``[0, 1]`` on λ: pixel ``i`` mixes
                 ``(1 − λ·trust_i)·CE_i + λ·trust_i·KD_i`` (e.g. less teacher on small classes).
+            weight: optional per-pixel loss weight ``(N,)`` (e.g. class balance): pixel ``i``'s
+                mixed loss is scaled by ``weight_i`` before the mean over the batch.
 
         Returns:
             ``(total, {"ce": float, "kd": float})``, the parts unweighted.
         """
         _check_unit("lam", lam)
-        if trust is None:
+        if trust is None and weight is None:
             ce = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing)
             kd = self.kd(z_s, z_t, y)
             total = (1.0 - lam) * ce + lam * kd
         else:
-            ce_i = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing, reduction="none")
-            kd_i = self.kd.per_pixel(z_s, z_t, y)
-            w = lam * trust.to(ce_i.dtype)
-            total = ((1.0 - w) * ce_i + w * kd_i).mean()
+            ce_i = F.cross_entropy(z_s, y, label_smoothing=self.label_smoothing, reduction="none")  # (N,)
+            kd_i = self.kd.per_pixel(z_s, z_t, y)  # (N,)
+            w = lam if trust is None else lam * trust.to(ce_i.dtype)  # (N,) or scalar
+            mixed = (1.0 - w) * ce_i + w * kd_i  # (N,)
+            total = (mixed if weight is None else weight.to(ce_i.dtype) * mixed).mean()
             ce, kd = ce_i.mean(), kd_i.mean()
         return total, {"ce": float(ce.detach()), "kd": float(kd.detach())}
 

@@ -10,7 +10,17 @@ import torch
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, TrainingError, apply_variants, dihedral, fit, predict_logits, predict_tta
+from blmkd.train import (
+    TrainConfig,
+    TrainingError,
+    apply_variants,
+    ce_objective,
+    class_balance_weights,
+    dihedral,
+    fit,
+    predict_logits,
+    predict_tta,
+)
 
 
 def _teacher(bundle):
@@ -174,3 +184,42 @@ def test_cli_ema_and_label_smoothing_options(ip_crop_path, tmp_path, capsys):
                   "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and bad[0] in err[0]
+
+
+def test_class_balance_weights_by_hand():
+    labels = [0] * 5 + [1] * 143  # class 2 has no training pixel
+    w = class_balance_weights(labels, 3, 0.9)
+    e5, e143 = (1 - 0.9**5) / 0.1, (1 - 0.9**143) / 0.1  # effective numbers 4.0951 and ~10
+    scale = 148 / (5 / e5 + 143 / e143)  # mean weight over the training pixels is 1
+    torch.testing.assert_close(w, torch.tensor([scale / e5, scale / e143, 0.0]))
+    assert w[0] / w[1] == pytest.approx(e143 / e5, rel=1e-6)  # ≈ 2.44: the small class weighs more
+    assert (w[torch.tensor(labels)].mean()).item() == pytest.approx(1.0, rel=1e-6)
+    torch.testing.assert_close(class_balance_weights(labels, 3, 0.0), torch.tensor([1.0, 1.0, 0.0]))  # β = 0: plain CE
+    with pytest.raises(ValueError, match="β"):
+        class_balance_weights(labels, 3, 1.0)
+
+
+def test_weighted_ce_objective_is_the_weighted_mean():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 0, 1])
+    w = torch.tensor([0.5, 2.0, 1.0])
+    loss, logits, _ = ce_objective(class_weights=w)(model, x, y, None, None, 1)
+    want = (w[y] * torch.nn.functional.cross_entropy(logits, y, reduction="none")).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    plain, _, _ = ce_objective()(model, x, y, None, None, 1)
+    assert plain.item() != pytest.approx(loss.item(), rel=1e-3)
+    ones, _, _ = ce_objective(class_weights=torch.ones(3))(model, x, y, None, None, 1)
+    assert ones.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_cli_class_balance_is_recorded_and_checked(ip_crop_path, tmp_path, capsys):
+    out = tmp_path / "cb"
+    main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1", "--batch", "128",
+          "--class-balance", "0.9", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert load_checkpoint(out).meta["training"]["class_balance"] == 0.9
+    with pytest.raises(SystemExit):
+        main(["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path), "--epochs", "1",
+              "--class-balance", "1", "--out", str(tmp_path / "bad"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--class-balance must be in [0, 1)" in err[0]

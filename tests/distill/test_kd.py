@@ -153,11 +153,31 @@ def test_class_shrink_gives_small_classes_less_teacher(bundle, teacher_dir):
         kd_objective(cfg, cache)
 
 
+def test_class_weights_scale_each_labelled_pixel(bundle, teacher_dir):
+    from blmkd.train import class_balance_weights
+
+    teacher = load_checkpoint(teacher_dir).build_model()
+    cache = teacher_cache(teacher, bundle, variants=1)
+    rows, cols, labels = bundle.coords("train")
+    w = class_balance_weights(labels, bundle.scene.num_classes, 0.9)
+    cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5)
+    student = _student(bundle).eval()
+    x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32]).long()
+    idx = torch.arange(32)
+    total, _, _ = kd_objective(cfg, cache, class_weights=w)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
+    with torch.inference_mode():
+        z_s = student(x)
+    mixed = 0.5 * F.cross_entropy(z_s, y, reduction="none") + 0.5 * KDLoss(2.0).per_pixel(z_s, cache[idx, 0])
+    assert total.item() == pytest.approx((w[y] * mixed).mean().item(), rel=1e-5)
+    assert w[y].min() < w[y].max()  # pixels of differently sized classes, so the weights matter
+
+
 def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
     out = tmp_path / "student_u"
     main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "2", "--warmup-epochs", "1",
-          "--batch", "128", "--unlabelled", "300", "--out", str(out), "--no-progress"])  # fmt: skip
-    assert load_checkpoint(out).meta["kd"]["unlabelled"] == 300
+          "--batch", "128", "--unlabelled", "300", "--class-balance", "0.9", "--out", str(out), "--no-progress"])  # fmt: skip
+    meta = load_checkpoint(out).meta
+    assert meta["kd"]["unlabelled"] == 300 and meta["training"]["class_balance"] == 0.9
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["kd_unlabelled"] == 0.0 and log[1]["kd_unlabelled"] > 0  # λ is 0 in the first epoch
 
@@ -272,6 +292,7 @@ def test_cli_train_student_without_teacher(ip_crop_path, tmp_path):
         (["--kd-loss", "mse"], "--kd-loss must be kl, soft-ce or dkd"),
         (["--kd-loss", "dkd", "--dkd-beta", "-1"], "--dkd-beta must be ≥ 0"),
         (["--class-shrink", "-1"], "--class-shrink must be ≥ 0"),
+        (["--class-balance", "1.2"], "--class-balance must be in [0, 1)"),
     ],
 )
 def test_bad_distill_arguments_are_one_line_errors(teacher_dir, tmp_path, capsys, args, message):

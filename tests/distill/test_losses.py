@@ -148,6 +148,22 @@ def test_per_pixel_trust_mixes_each_pixel_with_its_own_lambda():
     assert full.item() == pytest.approx(loss(Z_S, Z_T, y, 0.5)[0].item(), rel=1e-6)
 
 
+def test_per_pixel_weight_scales_each_pixels_mixed_loss():
+    y = torch.tensor([2, 0])
+    loss = DistillationLoss(temperature=T, kind="kl")
+    ce_i = F.cross_entropy(Z_S, y, reduction="none")
+    kd_i = torch.tensor([T * T * KL_ROW1, T * T * KL_ROW2])
+    total, parts = loss(Z_S, Z_T, y, 0.5, weight=torch.tensor([3.0, 0.5]))
+    want = (3.0 * (0.5 * ce_i[0] + 0.5 * kd_i[0]) + 0.5 * (0.5 * ce_i[1] + 0.5 * kd_i[1])) / 2
+    assert total.item() == pytest.approx(want.item(), rel=1e-6)
+    assert parts["kd"] == pytest.approx(KD_KL, rel=1e-6)  # the logged parts stay unweighted
+    ones, _ = loss(Z_S, Z_T, y, 0.5, weight=torch.ones(2))
+    assert ones.item() == pytest.approx(loss(Z_S, Z_T, y, 0.5)[0].item(), rel=1e-6)
+    both, _ = loss(Z_S, Z_T, y, 0.5, trust=torch.tensor([1.0, 0.2]), weight=torch.tensor([3.0, 0.5]))
+    want = (3.0 * (0.5 * ce_i[0] + 0.5 * kd_i[0]) + 0.5 * (0.9 * ce_i[1] + 0.1 * kd_i[1])) / 2
+    assert both.item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_distillation_loss_label_smoothing_and_bad_arguments():
     y = torch.tensor([2, 0])
     total, parts = DistillationLoss(T, "soft-ce", label_smoothing=0.1)(Z_S, Z_T, y, 0.0)
