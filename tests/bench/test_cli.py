@@ -167,4 +167,5 @@ def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys):
     # The byte-input INT8 file is written, or the demo says why its check refused it.
     assert (out / "export" / "blm_test.int8b.onnx").is_file() or "INT8 byte-input export skipped" in printed
     kd = json.loads((out / "student" / "best.json").read_text())["kd"]
-    assert (kd["temperature"], kd["lambda_max"]) == (2.0, 0.5)  # the recipe that kept small classes
+    assert (kd["temperature"], kd["lambda_max"], kd["unlabelled"]) == (2.0, 0.5, 20000)  # the measured recipe
+    assert json.loads((out / "student" / "best.json").read_text())["training"]["class_balance"] == 0.9
