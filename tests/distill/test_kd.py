@@ -131,43 +131,43 @@ def test_decoupled_kd_objective_targets_the_label_and_the_cli_records_it(bundle,
     assert (kd["kd_loss"], kd["dkd_alpha"], kd["dkd_beta"], kd["class_shrink"]) == ("dkd", 0.25, 1.0, 5.0)
 
 
-def test_class_shrink_gives_small_classes_less_teacher(bundle, teacher_dir):
+def _step_on_32_pixels(bundle, teacher_dir, cfg, **objective_kwargs):
+    """One ``kd_objective`` step on the first 32 training pixels: the total loss, the student's
+    logits, the labels and the teacher's cached logits for those pixels."""
     teacher = load_checkpoint(teacher_dir).build_model()
     cache = teacher_cache(teacher, bundle, variants=1)
     rows, cols, labels = bundle.coords("train")
-    counts = torch.bincount(torch.from_numpy(labels).long(), minlength=bundle.scene.num_classes)
-    cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5, class_shrink=10.0)
     student = _student(bundle).eval()
     x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32]).long()
     idx = torch.arange(32)
-    total, _, _ = kd_objective(cfg, cache, class_counts=counts)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
+    total, _, _ = kd_objective(cfg, cache, **objective_kwargs)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
     with torch.inference_mode():
         z_s = student(x)
+    return total, z_s, y, cache[idx, 0]
+
+
+def test_class_shrink_gives_small_classes_less_teacher(bundle, teacher_dir):
+    labels = bundle.coords("train")[2]
+    counts = torch.bincount(torch.from_numpy(labels).long(), minlength=bundle.scene.num_classes)
+    cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5, class_shrink=10.0)
+    total, z_s, y, z_t = _step_on_32_pixels(bundle, teacher_dir, cfg, class_counts=counts)
     trust = counts[y].float() / (counts[y].float() + 10.0)
     ce_i = F.cross_entropy(z_s, y, reduction="none")
-    kd_i = KDLoss(2.0).per_pixel(z_s, cache[idx, 0])
+    kd_i = KDLoss(2.0).per_pixel(z_s, z_t)
     want = ((1 - 0.5 * trust) * ce_i + 0.5 * trust * kd_i).mean()
     assert total.item() == pytest.approx(want.item(), rel=1e-5)
     assert trust.min() < trust.max()  # the crop's classes differ in size, so the test means something
     with pytest.raises(ValueError, match="class_counts"):
-        kd_objective(cfg, cache)
+        kd_objective(cfg, z_t[:, None])
 
 
 def test_class_weights_scale_each_labelled_pixel(bundle, teacher_dir):
     from blmkd.train import class_balance_weights
 
-    teacher = load_checkpoint(teacher_dir).build_model()
-    cache = teacher_cache(teacher, bundle, variants=1)
-    rows, cols, labels = bundle.coords("train")
-    w = class_balance_weights(labels, bundle.scene.num_classes, 0.9)
+    w = class_balance_weights(bundle.coords("train")[2], bundle.scene.num_classes, 0.9)
     cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5)
-    student = _student(bundle).eval()
-    x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32]).long()
-    idx = torch.arange(32)
-    total, _, _ = kd_objective(cfg, cache, class_weights=w)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
-    with torch.inference_mode():
-        z_s = student(x)
-    mixed = 0.5 * F.cross_entropy(z_s, y, reduction="none") + 0.5 * KDLoss(2.0).per_pixel(z_s, cache[idx, 0])
+    total, z_s, y, z_t = _step_on_32_pixels(bundle, teacher_dir, cfg, class_weights=w)
+    mixed = 0.5 * F.cross_entropy(z_s, y, reduction="none") + 0.5 * KDLoss(2.0).per_pixel(z_s, z_t)
     assert total.item() == pytest.approx((w[y] * mixed).mean().item(), rel=1e-5)
     assert w[y].min() < w[y].max()  # pixels of differently sized classes, so the weights matter
 
