@@ -44,7 +44,7 @@ Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epoch
 Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")]
 EMA = Annotated[float, typer.Option("--ema", help="Validate, keep and test an exponential moving average of the weights with this per-step decay, e.g. 0.99 (0 = off).")]
 LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing in [0, 1).")]
-ClassBalance = Annotated[float, typer.Option("--class-balance", help="Weigh each pixel's loss by its class: 1/effective number of the class's training pixels, (1 − βⁿ)/(1 − β) (Cui et al. 2019), mean weight 1. β in [0, 1), e.g. 0.99; 0 = off.")]
+ClassBalance = Annotated[float, typer.Option("--class-balance", help="Weigh each pixel's loss by its class: 1/effective number of the class's training pixels, (1 − βⁿ)/(1 − β) (Cui et al. 2019), mean weight 1. β in [0, 1), e.g. 0.9; 0 = off.")]
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, metrics.jsonl).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")]
