@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -96,7 +97,7 @@ def distill(
     from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
-    from blmkd.train import bundle_from_checkpoint, with_patch
+    from blmkd.train import bundle_from_checkpoint, class_balance_weights, with_patch
 
     _check_student(student)
     teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
@@ -105,7 +106,8 @@ def distill(
         class_shrink,
     )
     kd.validate()
-    _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance)  # fail before the teacher loads
+    # Built (and checked) before the teacher loads; each seed's run gets a copy with its seed.
+    train_cfg = _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance)
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
     seed_list = C.parse_seeds(seeds)
@@ -160,12 +162,9 @@ def distill(
         meta = {"teacher": facts[0], "kd": kd.to_dict()}
         if len(facts) > 1:
             meta["teachers"] = facts  # an ensemble: "teacher" is its first member
-        counts = torch.bincount(torch.as_tensor(bundle.coords("train")[2]).long(), minlength=bundle.scene.num_classes)
-        weights = None
-        if class_balance:
-            from blmkd.train import class_balance_weights
-
-            weights = class_balance_weights(bundle.coords("train")[2], bundle.scene.num_classes, class_balance)
+        labels, K = bundle.coords("train")[2], bundle.scene.num_classes
+        counts = torch.bincount(torch.as_tensor(labels).long(), minlength=K)
+        weights = class_balance_weights(labels, K, class_balance) if class_balance else None
         objective = kd_objective(kd, cache, feats, hint, pool, seed=s, class_counts=counts, class_weights=weights)
         return {"objective": objective, "meta_extra": meta, "extra_modules": extra}
 
@@ -183,7 +182,7 @@ def distill(
         bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         runs += _run_seeds(
-            [bundle.options.seed], run_dir, build, {}, lambda _s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, _s, ema, 0.0, class_balance),
+            [bundle.options.seed], run_dir, build, {}, lambda _s: dataclasses.replace(train_cfg, seed=_s),
             resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
