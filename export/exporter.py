@@ -76,8 +76,8 @@ class Check:
 class Artifact:
     """One file written by :func:`export`."""
 
-    format: str  # row of the format table: onnx, onnx-fp16, onnx-int8, trt
-    kind: str  # "onnx", "engine" or "script"
+    format: str  # row of the format table: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, c, trt
+    kind: str  # "onnx", "c", "engine" or "script"
     path: Path
     precision: str | None
     size_bytes: int
@@ -219,7 +219,8 @@ def export(
     out = Path(out_dir) if out_dir is not None else ck.path.parent / "export"
     onnx_fmts = [f for f in fmts if f.runtime == "onnxruntime"]
     tgt: Target | None = get_target(opts["trt"]["target"]) if "trt" in opts else None
-    planned = [out / f"{stem}{f.suffix}" for f in onnx_fmts]
+    c_fmt = F.FORMATS["c"] if "c" in names else None
+    planned = [out / f"{stem}{f.suffix}" for f in onnx_fmts + ([c_fmt] if c_fmt else [])]
     if tgt is not None:
         planned.append(out / script_name(tgt))
         planned += [out / engine_name(stem, p) for p in engine_precisions]
@@ -231,6 +232,12 @@ def export(
     # ---- model, data, reference ------------------------------------------------------------
     model = ck.build_model()
     input_kind = getattr(model, "input_kind", "float")
+    if c_fmt is not None:
+        from blmkd.export.c_export import c_compiler, check_c_exportable
+
+        check_c_exportable(model)  # before any other work: a teacher has no C export
+        if c_compiler()[0] is None:
+            raise ExportError(f"--c: {c_compiler()[1]} (the C file is compiled here to check it against PyTorch)")
     bundle = bundle_from_checkpoint(ck)
     ev = EvalSet(bundle, input_kind, eval_size, seed)
     with torch.inference_mode():
@@ -245,37 +252,47 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     artifacts: list[Artifact] = []
     onnx_paths: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
-        base_opts = opts[onnx_fmts[0].name]
-        fp32, simplified = _fp32_graph(model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log)
-        for fmt in onnx_fmts:
-            o = opts[fmt.name]
-            extra: dict[str, Any] = {}
-            if fmt.precision == "fp32":
-                proto = fp32
-            elif fmt.precision == "fp16":
-                island = ssm_decay_island(fp32)
-                proto = to_fp16(fp32, island)
-                extra["fp32_nodes"] = sorted(island)
-            elif fmt.name == "onnx-int8-byte":
-                from blmkd.export.quantize import quantize_byte_input
+    if onnx_fmts:
+        with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
+            base_opts = opts[onnx_fmts[0].name]
+            fp32, simplified = _fp32_graph(model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log)
+            for fmt in onnx_fmts:
+                o = opts[fmt.name]
+                extra: dict[str, Any] = {}
+                if fmt.precision == "fp32":
+                    proto = fp32
+                elif fmt.precision == "fp16":
+                    island = ssm_decay_island(fp32)
+                    proto = to_fp16(fp32, island)
+                    extra["fp32_nodes"] = sorted(island)
+                elif fmt.name == "onnx-int8-byte":
+                    from blmkd.export.quantize import quantize_byte_input
 
-                proto, extra["quantization"] = quantize_byte_input(fp32)
-            else:
-                from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
+                    proto, extra["quantization"] = quantize_byte_input(fp32)
+                else:
+                    from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
 
-                rows, cols = calibration_coords(bundle, int(o["calib_size"]), seed)
-                reader = PatchReader(bundle.extractor(input_kind), rows, cols, fp32.graph.input[0].name)
-                log(f"{fmt.name}: calibrating ({o['calibration']}) on {len(rows)} training patches")
-                proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
-            path = out / f"{stem}{fmt.suffix}"
-            art = _write_checked_onnx(
-                proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
-                ev, ref, labels, _criterion(o, fmt.precision), log,
-            )  # fmt: skip
-            artifacts.append(art)
-            onnx_paths[fmt.name] = path
+                    rows, cols = calibration_coords(bundle, int(o["calib_size"]), seed)
+                    reader = PatchReader(bundle.extractor(input_kind), rows, cols, fp32.graph.input[0].name)
+                    log(f"{fmt.name}: calibrating ({o['calibration']}) on {len(rows)} training patches")
+                    proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
+                path = out / f"{stem}{fmt.suffix}"
+                art = _write_checked_onnx(
+                    proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
+                    ev, ref, labels, _criterion(o, fmt.precision), log,
+                )  # fmt: skip
+                artifacts.append(art)
+                onnx_paths[fmt.name] = path
 
+    if c_fmt is not None:
+        o = opts["c"]
+        artifacts.append(
+            _write_checked_c(
+                model, out / f"{stem}{c_fmt.suffix}", c_fmt,
+                {**meta, "precision": c_fmt.precision, "export_format": c_fmt.name},
+                ev, ref, labels, _criterion(o, c_fmt.precision), log,
+            )
+        )  # fmt: skip
     if tgt is not None:
         artifacts += _tensorrt(
             tgt, stem, engine_precisions, onnx_paths, meta, opts, ev, ref, labels, out, log
@@ -328,6 +345,25 @@ def _write_checked_onnx(
         )
         onnx.save(proto, str(tmp))
     return Artifact(fmt.name, "onnx", path, fmt.precision, path.stat().st_size, chk)
+
+
+def _write_checked_c(model, path: Path, fmt, meta: dict, ev: EvalSet, ref, labels, criterion, log) -> Artifact:
+    """Write the C source to a temporary name, compile and check it here, then rename it into place."""
+    from blmkd.export.c_export import CRunner, c_source, with_metadata
+
+    source = c_source(model, int(meta["patch_size"]), meta)
+    with atomic_path(path, suffix=".c") as tmp:
+        tmp.write_text(source)
+        runner = CRunner(tmp)
+        chk = compare(ev.logits(runner.run), ref, labels, criterion)
+        log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}); {chk.line()}")
+        if not chk.passed:
+            raise ExportError(
+                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
+            )
+        result = {"test_oa": chk.oa, "agreement": chk.agreement, "max_abs_diff": chk.max_abs_diff, "check": chk.to_dict()}
+        tmp.write_text(with_metadata(source, {**meta, **result}))
+    return Artifact(fmt.name, "c", path, fmt.precision, path.stat().st_size, chk)
 
 
 def _tensorrt(

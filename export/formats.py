@@ -99,6 +99,17 @@ FORMATS: dict[str, ExportFormat] = {
             description="byte students: the uint8 input straight into an integer first layer (int8 weights), the rest FP32; no calibration; ONNX Runtime on CPU",
         ),
         ExportFormat(
+            name="c",
+            flag="--c",
+            suffix=".c",
+            precision="fp32",
+            runtime="c",
+            devices=("cpu",),
+            options=frozenset({"atol"}),
+            defaults=MappingProxyType({"atol": 1e-3}),
+            description="byte students: one dependency-free C99 file (weights inside), compiled here with the system C compiler and checked against PyTorch",
+        ),
+        ExportFormat(
             name="trt",
             flag="--trt",
             suffix=".engine",

@@ -2,12 +2,14 @@
 
 * ``.safetensors`` checkpoints run in PyTorch (CPU, or CUDA where asked);
 * ``.onnx`` files run in ONNX Runtime (the CUDA execution provider where available, else CPU);
-* ``.engine`` / ``.plan`` files run in TensorRT (imported lazily; needs a CUDA GPU).
+* ``.engine`` / ``.plan`` files run in TensorRT (imported lazily; needs a CUDA GPU);
+* ``.c`` files (C exports of byte students) are compiled with the system C compiler and called
+  through ``ctypes`` (:class:`blmkd.export.c_export.CRunner`).
 
 Every runner carries ``.meta``, the facts the artifact was exported with (classes with their
 original ids and names, bands, patch size, preprocessing, input kind, precision, source checkpoint
-hash, accuracy at export ...): read from the ONNX ``metadata_props``, the engine's JSON sidecar or
-the checkpoint itself, so that a benchmark or a deployment knows what it is running.
+hash, accuracy at export ...): read from the ONNX ``metadata_props``, the engine's JSON sidecar, the
+C file's metadata comment or the checkpoint itself, so that a benchmark or a deployment knows what it is running.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from blmkd.errors import ExportError, ModelError
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
 CHECKPOINT_SUFFIXES = (".safetensors",)
+C_SUFFIXES = (".c",)
 
 
 def artifact_meta(ck) -> dict[str, Any]:
@@ -245,9 +248,10 @@ class TensorRTRunner(Runner):
 
 
 def open_artifact(path: str | Path, **kwargs) -> Runner:
-    """A :class:`Runner` for a checkpoint, an ONNX file or a TensorRT engine, chosen by suffix.
+    """A :class:`Runner` for a checkpoint, an ONNX file, a TensorRT engine or a C export, by suffix.
 
-    Keyword arguments go to the runner (``providers``/``threads`` for ONNX, ``device`` for PyTorch).
+    Keyword arguments go to the runner (``providers``/``threads`` for ONNX, ``device`` for PyTorch,
+    ``threads`` for C).
     """
     p = Path(path)
     if p.is_dir():  # a run directory means its best checkpoint
@@ -261,5 +265,9 @@ def open_artifact(path: str | Path, **kwargs) -> Runner:
         return OnnxRunner(p, **kwargs)
     if suffix in ENGINE_SUFFIXES:
         return TensorRTRunner(p, **kwargs)
-    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + ENGINE_SUFFIXES)
+    if suffix in C_SUFFIXES:
+        from blmkd.export.c_export import CRunner
+
+        return CRunner(p, **kwargs)
+    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + ENGINE_SUFFIXES + C_SUFFIXES)
     raise ExportError(f"{p.name}: unknown artifact type {suffix or '(no suffix)'!r}; known: {known}")

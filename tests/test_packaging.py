@@ -30,6 +30,7 @@ def test_wheel_contains_all_packages(tmp_path):
         "blmkd/teachers/__init__.py",
         "blmkd/teachers/ssa_mamba.py",
         "blmkd/export/__init__.py",
+        "blmkd/export/blm_student.c",  # package data: the kernel of `export --c`
     ):
         assert mod in names, f"{mod} missing from the wheel"
     # No top-level `teachers`/`export` packages leak into site-packages.

@@ -408,12 +408,13 @@ def open_classifier(
 
 def open_runner(path: str | Path, *, device: str = "cpu", threads: int | None = None):
     """A :class:`blmkd.export.runtime.Runner` on ``device``: PyTorch for checkpoints, ONNX Runtime
-    with the matching execution provider for ONNX files, TensorRT for engines.
+    with the matching execution provider for ONNX files, TensorRT for engines, the compiled library
+    of a C export (CPU only).
 
     Raises:
         BlmkdError: a missing file, or a device this machine does not have.
     """
-    from blmkd.export.runtime import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, open_artifact
+    from blmkd.export.runtime import C_SUFFIXES, CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, open_artifact
 
     p = Path(path)
     if not p.exists():
@@ -426,6 +427,10 @@ def open_runner(path: str | Path, *, device: str = "cpu", threads: int | None = 
             raise BlmkdError(f"--device cuda: {why}")
     if p.is_dir() or p.suffix.lower() in CHECKPOINT_SUFFIXES:
         return open_artifact(p, device=device)
+    if p.suffix.lower() in C_SUFFIXES:
+        if device.startswith("cuda"):
+            raise BlmkdError(f"{p.name} is a C export; it runs on the CPU (--device cpu)")
+        return open_artifact(p, threads=threads or 0)
     if p.suffix.lower() in ONNX_SUFFIXES:
         import onnxruntime as ort
 

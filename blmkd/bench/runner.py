@@ -51,14 +51,14 @@ class Job:
     """One row of the table: an artifact, where it runs and how."""
 
     path: Path
-    kind: str  # checkpoint | onnx | engine
+    kind: str  # checkpoint | onnx | engine | c
     device: str  # cpu | cuda
     variant: str = ""  # "" or, for PyTorch, "fp16-autocast" (CUDA) / "bf16-autocast"; ONNX: the EP
     skip: str = ""  # a reason not to run it here
 
 
 def artifact_kind(path: Path) -> str:
-    from blmkd.export.runtime import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
+    from blmkd.export.runtime import C_SUFFIXES, CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 
     if path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return "checkpoint"
@@ -66,13 +66,15 @@ def artifact_kind(path: Path) -> str:
         return "onnx"
     if path.suffix.lower() in ENGINE_SUFFIXES:
         return "engine"
-    raise ModelError(f"{path.name}: not a checkpoint, ONNX file or TensorRT engine")
+    if path.suffix.lower() in C_SUFFIXES:
+        return "c"
+    raise ModelError(f"{path.name}: not a checkpoint, ONNX file, TensorRT engine or C export")
 
 
 def plan_jobs(paths: list[Path], device: str, cpu_bf16: bool = False) -> list[Job]:
     """The rows to run: one per artifact on CPU (plus BF16 autocast for checkpoints with ``cpu_bf16``);
     on CUDA, PyTorch FP32 + FP16/BF16 autocast and the ONNX Runtime CUDA and TensorRT execution
-    providers, each skipped with the reason where missing."""
+    providers, each skipped with the reason where missing (C exports: a skipped CPU row)."""
     import onnxruntime as ort
 
     jobs: list[Job] = []
@@ -92,6 +94,8 @@ def plan_jobs(paths: list[Path], device: str, cpu_bf16: bool = False) -> list[Jo
             jobs.append(Job(p, kind, "cuda", "fp16-autocast", skip))
             bf16 = skip or ("" if _bf16_ok() else "this GPU has no BF16 support")
             jobs.append(Job(p, kind, "cuda", "bf16-autocast", bf16))
+        elif kind == "c":
+            jobs.append(Job(p, kind, "cpu", "", "a C export runs on the CPU; bench it with --device cpu"))
         elif kind == "onnx":
             for ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 skip = "" if ep in eps else f"ONNX Runtime here has no {ep} (it has {', '.join(eps)})"
@@ -167,6 +171,8 @@ def open_job(job: Job, threads: int | None):
                 f"ONNX Runtime did not start {job.variant} for this model (it runs on {r.providers[0]})"
             )
         return r
+    if job.kind == "c":
+        return open_artifact(job.path, threads=threads or 0)
     return open_artifact(job.path)
 
 
@@ -180,6 +186,8 @@ def format_label(runner, job: Job) -> str:
         )
         byte_input = " byte-input" if runner.meta.get("export_format") == "onnx-int8-byte" else ""
         return f"ONNX {prec}{byte_input}{ep}"
+    if job.kind == "c":
+        return f"C {prec}"
     return f"TensorRT {prec}"
 
 
@@ -196,11 +204,15 @@ def _job_label(job: Job) -> str:
 
 
 def _light_meta(path: Path) -> dict:
-    """Metadata of an ONNX file or an engine's sidecar without opening a session."""
+    """Metadata of an ONNX file, a C export or an engine's sidecar without opening a session."""
     if path.suffix.lower() == ".onnx":
         from blmkd.export.runtime import onnx_metadata
 
         return onnx_metadata(path)
+    if artifact_kind(path) == "c":
+        from blmkd.export.c_export import read_c_metadata
+
+        return read_c_metadata(path)
     side = path.with_name(path.name + ".json")
     meta = json.loads(side.read_text()) if side.exists() else {}
     src = path.with_name(str(meta.get("onnx", ""))) if meta.get("onnx") else None

@@ -32,7 +32,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 def bench(
     models: Annotated[
-        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files, TensorRT engines.")
+        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files, TensorRT engines, C exports (.c).")
     ],
     dataset: Annotated[
         str | None,
@@ -135,7 +135,7 @@ def _table(res: dict):
 
 def predict(
     model: Annotated[
-        Path, typer.Argument(help="Checkpoint (or run directory), ONNX file or TensorRT engine.")
+        Path, typer.Argument(help="Checkpoint (or run directory), ONNX file, TensorRT engine or C export (.c).")
     ],
     scene: Annotated[
         str, typer.Option("--scene", help="Registry name or cube file (a .npy is memory-mapped).")

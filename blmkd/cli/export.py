@@ -1,4 +1,4 @@
-"""`blmkd export`: ONNX (FP32/FP16/INT8), TensorRT engines and device scripts from a checkpoint."""
+"""`blmkd export`: ONNX (FP32/FP16/INT8), C source, TensorRT engines and device scripts from a checkpoint."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def export_cmd(
         typer.Option(
             "--int8-byte",
             help="Byte students, CPU: the uint8 input straight into an integer first layer, the rest FP32 (no calibration).",
+        ),
+    ] = False,
+    c: Annotated[
+        bool,
+        typer.Option(
+            "--c",
+            help="Byte students: one dependency-free C99 file with the weights inside (compiled here with cc to check it; lowest batch-1 latency on a CPU).",
         ),
     ] = False,
     trt: Annotated[
@@ -83,7 +90,7 @@ def export_cmd(
 
     formats = [
         name for name, on in (
-            ("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8), ("onnx-int8-byte", int8_byte), ("trt", trt)
+            ("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8), ("onnx-int8-byte", int8_byte), ("c", c), ("trt", trt)
         ) if on
     ]
     with C.console.status("exporting and checking against PyTorch ..."):

@@ -10,7 +10,7 @@ from blmkd.export.formats import resolve_formats, validate_options
 
 
 def test_table_has_one_row_per_format_with_unique_suffixes():
-    assert list(FORMATS) == ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte", "trt"]
+    assert list(FORMATS) == ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte", "c", "trt"]
     suffixes = [f.suffix for f in FORMATS.values()]
     assert len(set(suffixes)) == len(suffixes)
     for f in FORMATS.values():
@@ -26,7 +26,7 @@ def test_formats_resolve_by_name_or_flag_in_table_order():
 
 def test_unknown_format_lists_the_known_ones():
     with pytest.raises(
-        ExportError, match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, trt"
+        ExportError, match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, c, trt"
     ):
         resolve_formats(["tflite"])
 

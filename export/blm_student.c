@@ -1,0 +1,273 @@
+/* Kernel of a blmkd C export of a byte-latent Mamba (BLM) student (``blmkd export --c``).
+ *
+ * The export writes one self-contained C99 file: a metadata comment, the model's sizes as macros,
+ * its weights as static arrays, then this kernel. No dependencies beyond libm; build it with e.g.
+ *
+ *     cc -O3 -march=native -ffp-contract=fast -fno-math-errno -shared -fPIC model.c -o model.so -lm
+ *
+ * (blmkd does this itself, cached, to run and check the file) or compile it into firmware. Entry:
+ *
+ *     int blm_forward(const uint8_t *x, int n, float *logits);
+ *
+ * ``x`` holds ``n`` byte patches ``(BLM_BANDS, BLM_P, BLM_P)`` back to back (the data layer's per-band
+ * bytes; the dequantization is folded into the first layer), ``logits`` receives ``(n, BLM_CLASSES)``.
+ *
+ * Layout: every activation is channel-major, ``[channels][BLM_LP]``, tokens along the fast axis and
+ * padded from ``BLM_L`` to ``BLM_LP`` (a multiple of 16), so that every matmul is
+ * ``Y[M][LP] = W[M][K] · X[K][LP]`` with PyTorch's ``(out, in)`` weights as they are, and every
+ * elementwise or per-token step runs along contiguous, vectorizable rows. The padded tokens carry
+ * finite junk that no valid token ever reads (the convolution and the scan only look back; the
+ * pooling stops at ``BLM_L``).
+ *
+ * The selective scan runs as its recurrence (linear in L) instead of the dual matrix form the ONNX
+ * graph uses; both are exact, so logits agree with PyTorch to float rounding (the export checks it).
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define BLM_RESTRICT __restrict__
+#else
+#define BLM_RESTRICT
+#endif
+
+#define BLM_NX (BLM_HEADS + 2 * BLM_STATE) /* rows of x_proj: Δ per head, B, C */
+
+/* exp(x) for the gates, vectorizable (no libm call, no branch): Cody-Waite reduction by ln 2 (k rounded
+ * with the 1.5·2^23 trick), the Cephes degree-5 polynomial on [-ln2/2, ln2/2], 2^k through the
+ * exponent bits. Relative error ~2e-7. Written so that GCC and Clang vectorize the loops calling it
+ * at -O3 without -ffast-math (selects, not fminf; memcpy, not a union). */
+static inline float blm_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - kf * 0.693359375f + kf * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int)kf + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+static inline float blm_silu(float x) { return x / (1.0f + blm_exp(-x)); }
+
+/* GELU with erf (PyTorch's nn.GELU default); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7). */
+static inline float blm_gelu(float x) {
+    float z = x * 0.70710678118654752f;
+    float a = fabsf(z);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float e = 1.0f - poly * blm_exp(-a * a);
+    return 0.5f * x * (1.0f + copysignf(e, z));
+}
+
+/* Y[M][LP] = W[M][K] · X[K][LP] (+ bias[M], if not null). Blocks of 8 rows × 16 tokens whose
+ * accumulators are eight named arrays: GCC and Clang keep them in registers across the K loop (8
+ * AVX-512 or 32 NEON registers); an indexed acc[8][16] spills and runs several times slower. */
+#define BLM_ROW8(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7)
+#define BLM_DECL(r) float a##r[16];
+#define BLM_INIT(r) const float b##r = bias ? bias[m + r] : 0.0f, *w##r = W + (size_t)(m + r) * K;
+#define BLM_FILL(r) a##r[t] = b##r;
+#define BLM_COEF(r) const float c##r = w##r[k];
+#define BLM_FMA(r) a##r[t] += c##r * x[t];
+#define BLM_STORE(r) Y[(size_t)(m + r) * BLM_LP + t0 + t] = a##r[t];
+static void blm_matmul(int M, int K, const float *BLM_RESTRICT W, const float *BLM_RESTRICT bias,
+                       const float *BLM_RESTRICT X, float *BLM_RESTRICT Y) {
+    int m = 0;
+    for (; m + 8 <= M; m += 8) {
+        BLM_ROW8(BLM_INIT)
+        for (int t0 = 0; t0 < BLM_LP; t0 += 16) {
+            BLM_ROW8(BLM_DECL)
+            for (int t = 0; t < 16; t++) { BLM_ROW8(BLM_FILL) }
+            for (int k = 0; k < K; k++) {
+                const float *x = X + (size_t)k * BLM_LP + t0;
+                BLM_ROW8(BLM_COEF)
+                for (int t = 0; t < 16; t++) { BLM_ROW8(BLM_FMA) }
+            }
+            for (int t = 0; t < 16; t++) { BLM_ROW8(BLM_STORE) }
+        }
+    }
+    for (; m < M; m++) {
+        const float *w = W + (size_t)m * K;
+        float a[BLM_LP];
+        for (int t = 0; t < BLM_LP; t++) a[t] = bias ? bias[m] : 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float *x = X + (size_t)k * BLM_LP, c = w[k];
+            for (int t = 0; t < BLM_LP; t++) a[t] += c * x[t];
+        }
+        memcpy(Y + (size_t)m * BLM_LP, a, sizeof a);
+    }
+}
+
+/* LayerNorm over the BLM_D channels of every token of X[D][LP] into Y. */
+static void blm_layernorm(const float *BLM_RESTRICT X, const float *BLM_RESTRICT g, const float *BLM_RESTRICT b,
+                          float *BLM_RESTRICT Y) {
+    float mean[BLM_LP], var[BLM_LP];
+    for (int t = 0; t < BLM_LP; t++) mean[t] = var[t] = 0.0f;
+    for (int d = 0; d < BLM_D; d++)
+        for (int t = 0; t < BLM_LP; t++) mean[t] += X[d * BLM_LP + t];
+    for (int t = 0; t < BLM_LP; t++) mean[t] *= 1.0f / BLM_D;
+    for (int d = 0; d < BLM_D; d++)
+        for (int t = 0; t < BLM_LP; t++) {
+            float c = X[d * BLM_LP + t] - mean[t];
+            var[t] += c * c;
+        }
+    for (int t = 0; t < BLM_LP; t++) var[t] = 1.0f / sqrtf(var[t] * (1.0f / BLM_D) + BLM_LN_EPS);
+    for (int d = 0; d < BLM_D; d++)
+        for (int t = 0; t < BLM_LP; t++) Y[d * BLM_LP + t] = (X[d * BLM_LP + t] - mean[t]) * var[t] * g[d] + b[d];
+}
+
+/* log(x) for x > 0, vectorizable: the Cephes logf polynomial on the mantissa in [sqrt(1/2), sqrt(2)). */
+static inline float blm_log(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int e = (int)(bits >> 23) - 126;
+    bits = (bits & 0x007fffffu) | 0x3f000000u; /* mantissa m in [0.5, 1) */
+    float m;
+    memcpy(&m, &bits, sizeof m);
+    const int small = m < 0.70710678118654752f;
+    e -= small;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * (float)e - 0.5f * z;
+    return m + y + 0.693359375f * (float)e;
+}
+
+/* softplus(x) = max(x, 0) + log(1 + exp(-|x|)), as PyTorch (which returns x above 20). */
+static inline float blm_softplus(float x) {
+    float sp = (x > 0.0f ? x : 0.0f) + blm_log(1.0f + blm_exp(-fabsf(x)));
+    return x > 20.0f ? x : sp;
+}
+
+/* One pre-norm Mamba block on the residual stream h[D][LP], in place. */
+static void blm_block(int i, float *BLM_RESTRICT h) {
+    float u[BLM_D * BLM_LP], xz[2 * BLM_DI * BLM_LP], xc[BLM_DI * BLM_LP], dbc[BLM_NX * BLM_LP];
+    float xt[BLM_L][BLM_DI], yt[BLM_L][BLM_DI], y[BLM_DI * BLM_LP], o[BLM_D * BLM_LP];
+    blm_layernorm(h, blm_ln_w[i], blm_ln_b[i], u);
+    blm_matmul(2 * BLM_DI, BLM_D, blm_in_w[i], 0, u, xz); /* rows 0..DI-1: x, DI..2DI-1: gate z */
+    /* causal depthwise convolution over the tokens (tap j reads token t - (BLM_CONV-1) + j), SiLU */
+    for (int c = 0; c < BLM_DI; c++) {
+        float xp[BLM_CONV - 1 + BLM_LP]; /* the channel, zero-padded on the left */
+        for (int j = 0; j < BLM_CONV - 1; j++) xp[j] = 0.0f;
+        memcpy(xp + BLM_CONV - 1, xz + c * BLM_LP, BLM_LP * sizeof(float));
+        const float *w = blm_conv_w[i][c];
+        float *out = xc + c * BLM_LP;
+        for (int t = 0; t < BLM_LP; t++) {
+            float s = blm_conv_b[i][c];
+            for (int j = 0; j < BLM_CONV; j++) s += w[j] * xp[t + j];
+            out[t] = s;
+        }
+    }
+    for (int t = 0; t < BLM_DI * BLM_LP; t++) xc[t] = blm_silu(xc[t]);
+    for (int t = 0; t < BLM_DI * BLM_LP; t++) xz[BLM_DI * BLM_LP + t] = blm_silu(xz[BLM_DI * BLM_LP + t]);
+    blm_matmul(BLM_NX, BLM_DI, blm_xproj_w[i], 0, xc, dbc);
+    /* tokens of x, token-major, for the scan */
+    for (int c = 0; c < BLM_DI; c++)
+        for (int t = 0; t < BLM_L; t++) xt[t][c] = xc[c * BLM_LP + t];
+    /* step sizes Δ = softplus(· + dt_bias) and decays exp(Δ·A) of every head and token */
+    float dts[BLM_HEADS][BLM_LP], dec[BLM_HEADS][BLM_LP];
+    for (int hd = 0; hd < BLM_HEADS; hd++)
+        for (int t = 0; t < BLM_LP; t++) {
+            dts[hd][t] = blm_softplus(dbc[hd * BLM_LP + t] + blm_dt_bias[i][hd]);
+            dec[hd][t] = blm_exp(dts[hd][t] * blm_A[i][hd]);
+        }
+    for (int hd = 0; hd < BLM_HEADS; hd++) {
+        float s[BLM_STATE][BLM_HEADDIM];
+        memset(s, 0, sizeof s);
+        const float Dh = blm_Dskip[i][hd];
+        for (int t = 0; t < BLM_L; t++) {
+            const float dt = dts[hd][t], a = dec[hd][t];
+            const float *x = xt[t] + hd * BLM_HEADDIM;
+            float *yo = yt[t] + hd * BLM_HEADDIM;
+            float acc[BLM_HEADDIM];
+            for (int p = 0; p < BLM_HEADDIM; p++) acc[p] = Dh * x[p];
+            for (int n = 0; n < BLM_STATE; n++) {
+                float bn = dt * dbc[(BLM_HEADS + n) * BLM_LP + t];
+                float cn = dbc[(BLM_HEADS + BLM_STATE + n) * BLM_LP + t];
+                for (int p = 0; p < BLM_HEADDIM; p++) {
+                    s[n][p] = a * s[n][p] + bn * x[p];
+                    acc[p] += cn * s[n][p];
+                }
+            }
+            memcpy(yo, acc, sizeof acc);
+        }
+    }
+    /* back to channel-major, gated by SiLU(z); padded tokens zero */
+    for (int c = 0; c < BLM_DI; c++) {
+        for (int t = 0; t < BLM_L; t++) y[c * BLM_LP + t] = yt[t][c] * xz[(BLM_DI + c) * BLM_LP + t];
+        for (int t = BLM_L; t < BLM_LP; t++) y[c * BLM_LP + t] = 0.0f;
+    }
+    blm_matmul(BLM_D, BLM_DI, blm_out_w[i], 0, y, o);
+    for (int t = 0; t < BLM_D * BLM_LP; t++) h[t] += o[t];
+}
+
+static void blm_patch(const uint8_t *BLM_RESTRICT x, float *BLM_RESTRICT logits) {
+    float xf[BLM_BANDS * BLM_LP], e1[BLM_ENC * BLM_LP], e2[BLM_D * BLM_LP], h[BLM_D * BLM_LP];
+    float hn[BLM_D * BLM_LP];
+    /* bytes → float, raster order, padded */
+    for (int b = 0; b < BLM_BANDS; b++) {
+        for (int t = 0; t < BLM_L; t++) xf[b * BLM_LP + t] = (float)x[b * BLM_L + t];
+        for (int t = BLM_L; t < BLM_LP; t++) xf[b * BLM_LP + t] = 0.0f;
+    }
+    /* per-pixel byte encoder (dequantization folded into blm_enc1_w/b) */
+    blm_matmul(BLM_ENC, BLM_BANDS, blm_enc1_w, blm_enc1_b, xf, e1);
+    for (int t = 0; t < BLM_ENC * BLM_LP; t++) e1[t] = blm_gelu(e1[t]);
+    blm_matmul(BLM_D, BLM_ENC, blm_enc2_w, blm_enc2_b, e1, e2);
+    /* tokens into scan order */
+    for (int d = 0; d < BLM_D; d++) {
+        for (int t = 0; t < BLM_L; t++) h[d * BLM_LP + t] = e2[d * BLM_LP + blm_order[t]];
+        for (int t = BLM_L; t < BLM_LP; t++) h[d * BLM_LP + t] = 0.0f;
+    }
+    for (int i = 0; i < BLM_LAYERS; i++) blm_block(i, h);
+    /* final norm, pooling over the valid tokens, head */
+    blm_layernorm(h, blm_normf_w, blm_normf_b, hn);
+    float f[BLM_D];
+    for (int d = 0; d < BLM_D; d++) {
+        float s = 0.0f;
+        for (int t = 0; t < BLM_L; t++) s += hn[d * BLM_LP + t];
+        f[d] = s * (1.0f / BLM_L);
+#if BLM_CENTER_MEAN
+        f[d] = 0.5f * (f[d] + hn[d * BLM_LP + BLM_CENTER]);
+#endif
+    }
+    for (int k = 0; k < BLM_CLASSES; k++) {
+        float s = blm_head_b[k];
+        for (int d = 0; d < BLM_D; d++) s += blm_head_w[k][d] * f[d];
+        logits[k] = s;
+    }
+}
+
+/* Logits (n, BLM_CLASSES) of n byte patches (n, BLM_BANDS, BLM_P, BLM_P). Scratch lives on the
+ * stack (about 4·(BLM_BANDS + 4·BLM_DI + 4·BLM_D)·BLM_LP bytes, ~120 KB for blm_t), so calls from
+ * several threads may run at once. Returns 0. */
+int blm_forward(const uint8_t *x, int n, float *logits) {
+    for (int i = 0; i < n; i++)
+        blm_patch(x + (size_t)i * BLM_BANDS * BLM_L, logits + (size_t)i * BLM_CLASSES);
+    return 0;
+}
+
+/* The sizes this file was generated for: bands, patch side, classes. */
+int blm_shape(int *out) {
+    out[0] = BLM_BANDS;
+    out[1] = BLM_P;
+    out[2] = BLM_CLASSES;
+    return 0;
+}

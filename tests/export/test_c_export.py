@@ -1,0 +1,180 @@
+"""The C export of byte students: generated source, compiled here, against PyTorch.
+
+Tests that compile are skipped, with the reason, where this machine has no C compiler.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from blmkd.cli import app
+from blmkd.errors import ExportError, ModelError
+from blmkd.export import export, open_artifact
+from blmkd.export.c_export import CRunner, c_compiler, c_source, compile_c, read_c_metadata, with_metadata
+from blmkd.students.blm import BLMConfig, BLMStudent
+from blmkd.train import bundle_from_checkpoint
+
+needs_cc = pytest.mark.skipif(c_compiler()[0] is None, reason=c_compiler()[1] or "C compiler present")
+cli = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture(autouse=True)
+def _native_cache(tmp_path_factory, monkeypatch):
+    """Compiled libraries go to a per-session folder, not the user's ~/.cache."""
+    monkeypatch.setenv("BLMKD_NATIVE_DIR", str(tmp_path_factory.getbasetemp() / "native"))
+
+
+def _random_student(seed: int, **cfg) -> BLMStudent:
+    """A student with every weight moved off its initialisation, and a per-band dequantization."""
+    torch.manual_seed(seed)
+    m = BLMStudent(BLMConfig(**cfg)).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("A_log"):
+                p.add_(0.3 * torch.randn_like(p))
+            else:
+                p.add_(0.2 * torch.randn_like(p))
+        m.set_dequant(torch.rand(m.config.bands) * 0.02 + 0.005, torch.randn(m.config.bands))
+    return m
+
+
+def _meta(model, patch: int, **extra) -> dict:
+    return {"model": "test", "bands": model.config.bands, "patch_size": patch,
+            "num_classes": model.config.num_classes, **extra}  # fmt: skip
+
+
+CONFIGS = [
+    # name, patch, config: every feature the kernel has a branch or a size for
+    ("blm_test sizes", 7, dict(bands=200, num_classes=16, enc_hidden=8, d_model=8, d_state=4, n_heads=2, d_conv=3)),
+    ("raster, centre+mean, odd bands", 5, dict(bands=37, num_classes=5, enc_hidden=12, d_model=12, d_state=6,
+                                                n_heads=3, pool="center_mean", scan="raster")),
+    ("two layers, 4 heads, P 9", 9, dict(bands=64, num_classes=9, enc_hidden=20, d_model=16, d_state=8, n_heads=4,
+                                         n_layers=2, d_conv=4)),
+    ("blm_t sizes, P 3", 3, dict(bands=30, num_classes=3, enc_hidden=24, d_model=24, d_state=8, n_heads=2)),
+]  # fmt: skip
+
+
+@needs_cc
+@pytest.mark.parametrize("name,patch,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_c_equals_pytorch(name, patch, cfg, tmp_path):
+    model = _random_student(len(name), **cfg)
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, patch, _meta(model, patch)))
+    x = torch.randint(0, 256, (130, model.config.bands, patch, patch), dtype=torch.uint8)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    assert np.abs(ref).max() > 0.5  # logits that a wrong kernel could not match by accident
+    r = CRunner(src, threads=2)  # 130 patches: two threads of 65
+    out = r.run(x.numpy())
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(r.run(x[:1].numpy()), ref[:1], rtol=1e-4, atol=1e-4)  # batch 1, this thread
+    assert (r.bands, r.patch, r.num_classes) == (cfg["bands"], patch, cfg["num_classes"])
+
+
+@needs_cc
+def test_export_c_checked_against_pytorch(student_ckpt, tmp_path):
+    lines: list[str] = []
+    (art,) = export(student_ckpt, ["c"], tmp_path, log=lines.append)
+    assert art.format == "c" and art.kind == "c" and art.path == tmp_path / "blm_test.c"
+    assert art.check.passed and art.check.max_abs_diff < 1e-4 and art.check.agreement == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["blm_test.c"]  # no temporary left behind
+    assert any(ln.startswith("c: blm_test.c") and "compiled with" in ln for ln in lines)
+    meta = read_c_metadata(art.path)
+    assert meta["export_format"] == "c" and meta["precision"] == "fp32"
+    assert meta["max_abs_diff"] == pytest.approx(art.check.max_abs_diff)
+    assert meta["source_sha256"] and len(meta["classes"]) == 16
+    runner = open_artifact(art.path)
+    assert isinstance(runner, CRunner)
+    b = bundle_from_checkpoint(student_ckpt)
+    rows, cols, _ = b.coords("test")
+    x = b.extractor("uint8").gather(rows[:50], cols[:50]).numpy()
+    np.testing.assert_allclose(runner.run(x), open_artifact(student_ckpt.path).run(x), atol=1e-4)
+
+
+def test_teacher_has_no_c_export(teacher_ckpt, tmp_path):
+    with pytest.raises(ModelError, match="--c covers the byte-latent Mamba students"):
+        export(teacher_ckpt, ["c"], tmp_path, log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_compiler_is_a_one_line_error(student_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "blmkd-no-such-compiler")
+    with pytest.raises(ExportError, match=r"--c: no C compiler found \(\$CC=blmkd-no-such-compiler\)"):
+        export(student_ckpt, ["onnx", "c"], tmp_path, log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []  # checked before anything is written
+
+
+@needs_cc
+def test_compile_error_names_the_compiler_line(tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text('/* BLMKD-META {"model": "x"} */\nint blm_forward(void) { return nope; }\n')
+    with pytest.raises(ExportError, match=r"bad.c: the C compiler failed .*nope"):
+        CRunner(bad)
+
+
+@needs_cc
+def test_library_cached_by_source(tmp_path):
+    model = _random_student(0, **CONFIGS[0][2])
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, 5, _meta(model, 5)))
+    lib = compile_c(src)
+    mtime = lib.stat().st_mtime_ns
+    assert compile_c(src) == lib and lib.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    src.write_text(with_metadata(src.read_text(), {"model": "changed"}))
+    assert compile_c(src) != lib  # another source, another library
+
+
+def test_metadata_round_trip_survives_comment_end(tmp_path):
+    model = _random_student(1, **CONFIGS[0][2])
+    meta = _meta(model, 5, classes=[{"index": 0, "id": 3, "name": "a */ b"}])
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, 5, meta))
+    assert read_c_metadata(src) == meta
+    plain = tmp_path / "plain.c"
+    plain.write_text("int main(void) { return 0; }\n")
+    with pytest.raises(ExportError, match="not a blmkd C export"):
+        read_c_metadata(plain)
+
+
+@needs_cc
+def test_runner_rejects_wrong_inputs(tmp_path):
+    model = _random_student(2, **CONFIGS[0][2])
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, 5, _meta(model, 5)))
+    r = CRunner(src)
+    with pytest.raises(ModelError, match="takes uint8 byte patches"):
+        r.run(np.zeros((1, 200, 5, 5), np.float32))
+    with pytest.raises(ModelError, match=r"expected patches \(N, 200, 5, 5\)"):
+        r.run(np.zeros((1, 200, 7, 7), np.uint8))
+
+
+@needs_cc
+def test_cli_export_c_then_bench(student_ckpt, tmp_path):
+    out = tmp_path / "exp"
+    res = cli.invoke(app, ["export", str(student_ckpt.path), "--c", "--onnx", "-o", str(out), "--eval-size", "64"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["blm_test.c", "blm_test.onnx"]
+    res = cli.invoke(app, ["bench", str(out / "blm_test.c"), str(out / "blm_test.onnx"), "--runs", "20",
+                           "--batch", "1,130", "--report", str(tmp_path / "rep")])  # fmt: skip
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "blm_test · C FP32" in res.output
+    import json
+
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    rows = {r["format"]: r for r in rep["rows"]}
+    c, o = rows["C FP32"], rows["ONNX FP32"]
+    assert c["status"] == "ok" and c["backend"] == "c"
+    assert c["oa"] == pytest.approx(o["oa"]) and c["agreement"] == 1.0
+    assert c["map"]["pixels"] == 145 * 145 and c["map"]["px_s"] > 0
+
+
+def test_bench_on_cuda_skips_c_rows(tmp_path):
+    from blmkd.bench.runner import plan_jobs
+
+    p = tmp_path / "m.c"
+    p.write_text("/* BLMKD-META {} */\n")
+    (job,) = plan_jobs([p], "cuda")
+    assert job.kind == "c" and "runs on the CPU" in job.skip
