@@ -8,10 +8,11 @@ and INT8 ONNX (checked against PyTorch by the exporter) into a temporary folder,
 
 * maps the checkpoint's whole scene (Indian Pines: 145 x 145 = 21,025 px) with every path:
   PyTorch per patch, PyTorch ``encode`` (encoder once per tile), ``encode-ort`` (windows in ONNX
-  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 / INT8 byte-input per patch (1 and 2 ORT threads); the time
+  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 / INT8 byte-input per patch (1 and 2 ORT threads), the C export per patch (1 and 2 threads); the time
   covers reading, preprocessing and inference of the whole scene, best and median of repeats;
 * times batch-1 latency (p50/p90/p99 after warm-up) of PyTorch and of the ONNX files with 1 and 2
-  ORT threads.
+  ORT threads, and of the C export (``export --c``, where a C compiler is present) in the calling
+  thread.
 
 It also reports how much CPU the process got (process CPU time / wall time) and this machine's FP32
 GEMM speed at the start and the end: the box has two cores that other tenants share, and the same
@@ -37,6 +38,7 @@ from blmkd.bench.predict import SceneClassifier, open_runner, predict_scene
 from blmkd.bench.timing import time_call
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.export.c_export import c_compiler
 from blmkd.train import bundle_from_checkpoint
 
 TARGET_PX_S = 50_000
@@ -61,6 +63,10 @@ def cpu_share(fn):
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
     return out, (time.process_time() - c0) / max(1e-9, time.perf_counter() - t0)
+
+
+def _engine(fmt: str) -> str:
+    return "C" if fmt == "c" else "ORT"
 
 
 def map_speed(clf: SceneClassifier, cube, repeats: int, labels) -> dict:
@@ -113,8 +119,9 @@ def main() -> None:
         "latency": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        arts = export(ck, ["onnx", "onnx-int8", "onnx-int8-byte"], tmp, eval_size=2048, log=lambda s: None)
-        onnx = {a.format: a.path for a in arts}
+        fmts = ["onnx", "onnx-int8", "onnx-int8-byte"] + (["c"] if c_compiler()[0] else [])
+        arts = export(ck, fmts, tmp, eval_size=2048, log=lambda s: None)
+        onnx = {a.format: a.path for a in arts}  # and the C export, run through ctypes
         configs = [
             ("pytorch patch", lambda: SceneClassifier.from_runner(open_runner(ck.path), "patch")),
             ("pytorch encode", lambda: SceneClassifier.from_runner(open_runner(ck.path), "encode")),
@@ -123,7 +130,7 @@ def main() -> None:
         ]  # fmt: skip
         for fmt, path in onnx.items():
             for th in (1, 2):
-                configs.append((f"{fmt} patch, {th} ORT threads",
+                configs.append((f"{fmt} patch, {th} {_engine(fmt)} threads",
                                 lambda path=path, th=th: SceneClassifier.from_runner(open_runner(path, threads=th), "patch")))  # fmt: skip
         print(
             f"\nwhole-scene map, {cube.shape[0] * cube.shape[1]:,} px, best / median of {args.repeats} (CPU share: process CPU s / wall s)"
@@ -140,7 +147,8 @@ def main() -> None:
         lat_cfgs = [(f"pytorch, {n} torch threads", open_runner(ck.path), n) for n in sorted({1, threads})]
         for fmt, path in onnx.items():
             for th in (1, 2):
-                lat_cfgs.append((f"{fmt}, {th} ORT threads", open_runner(path, threads=th), threads))
+                if fmt != "c" or th == 1:  # batch 1 never splits over C threads
+                    lat_cfgs.append((f"{fmt}, {th} {_engine(fmt)} threads", open_runner(path, threads=th), threads))
         for name, runner, n in lat_cfgs:
             torch.set_num_threads(n)
             t = time_call(lambda runner=runner: runner.run(x1), warmup=50, runs=args.runs, max_seconds=20)

@@ -25,7 +25,7 @@ def demo(
     seed: C.Seed = 0,
     progress: C.Progress = True,
 ) -> None:
-    """Run teacher → distilled student → INT8 ONNX → benchmark → report on real Indian Pines.
+    """Run teacher → distilled student → INT8 ONNX and C → benchmark → report on real Indian Pines.
 
     Every stage is the same code as its own command (train-teacher, distill, export, bench);
     the run ends with the report's path and its headline numbers.
@@ -62,13 +62,19 @@ def demo(
     else:
         from blmkd.errors import ExportError
 
-        C.console.rule("[bold]4 · export: ONNX FP32 + INT8 + INT8 byte-input (checked against PyTorch)")
+        C.console.rule("[bold]4 · export: ONNX FP32 + INT8 + INT8 byte-input, C (checked against PyTorch)")
         src = out / "student" / "best.safetensors"
         arts = export_fn(src, formats=["onnx", "int8"], out_dir=out / "export", force=True)
         try:  # its stricter check can refuse a barely trained student; the demo goes on without it
             arts += export_fn(src, formats=["int8-byte"], out_dir=out / "export", force=True)
         except ExportError as exc:
             C.console.print(f"[yellow]INT8 byte-input export skipped: {exc}[/]")
+        from blmkd.export.c_export import c_compiler
+
+        if c_compiler()[0] is None:  # the C file is compiled here to check it; without a compiler, no C row
+            C.console.print(f"[yellow]C export skipped: {c_compiler()[1]}[/]")
+        else:
+            arts += export_fn(src, formats=["c"], out_dir=out / "export", force=True)
         headline["exports"] = [getattr(a, "to_dict", lambda a=a: str(a))() for a in arts]
         try:
             from blmkd.bench.runner import run_bench

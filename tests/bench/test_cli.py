@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from blmkd.bench.machine import cuda_status
 from blmkd.cli import app, main
+from blmkd.export.c_export import c_compiler
 
 runner = CliRunner(env={"COLUMNS": "220", "BLMKD_NO_PROGRESS": "1"})
 
@@ -154,8 +155,9 @@ def test_errors_are_one_line(capsys, student_ckpt, tmp_path):
     )
 
 
-def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys):
+def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys, monkeypatch):
     """`blmkd demo` chains the commands as Python calls: a change to one of them must not break it."""
+    monkeypatch.setenv("BLMKD_NATIVE_DIR", str(tmp_path / "native"))  # the C export's library
     out = tmp_path / "demo"
     main(["demo", "--out", str(out), "--teacher-model", "ssa_mamba_test", "--teacher-epochs", "1",
           "--student", "blm_test", "--student-epochs", "1", "--no-progress"])  # fmt: skip
@@ -166,6 +168,12 @@ def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys):
     assert str(out / "report" / "report.html") in printed
     # The byte-input INT8 file is written, or the demo says why its check refused it.
     assert (out / "export" / "blm_test.int8b.onnx").is_file() or "INT8 byte-input export skipped" in printed
+    if c_compiler()[0] is not None:  # the C export is benchmarked beside the ONNX files
+        assert (out / "export" / "blm_test.c").is_file()
+        c_row = next(r for r in res["bench"]["rows"] if r.get("format") == "C FP32")
+        assert c_row["status"] == "ok" and c_row["agreement"] == 1.0
+    else:
+        assert "C export skipped: no C compiler" in printed
     kd = json.loads((out / "student" / "best.json").read_text())["kd"]
     assert (kd["temperature"], kd["lambda_max"], kd["unlabelled"]) == (2.0, 0.5, 20000)  # the measured recipe
     assert json.loads((out / "student" / "best.json").read_text())["training"]["class_balance"] == 0.9
