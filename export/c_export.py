@@ -144,14 +144,62 @@ def c_source(model, patch: int, meta: dict[str, Any]) -> str:
         "BLM_CENTER": model._center_index(patch),
         "BLM_LN_EPS": _c_float(eps.pop()),
     }
+    # No string from the checkpoint outside the escaped metadata JSON: the header is fixed text.
     head = (
-        f"/* {meta.get('model', 'BLM student')} exported by blmkd {meta.get('blmkd_version', '')}: "
+        f"/* Byte-latent Mamba student exported by blmkd {_version()}: "
         f"{c.bands} bands, {patch}x{patch} byte patches -> {c.num_classes} logits.\n"
-        " * Generated file; the kernel's notes are below the weights. */\n"
+        " * Generated file: data only; the kernel and its notes follow the weights. */\n"
     )
     defines = "".join(f"#define {k} {v}\n" for k, v in macros.items())
-    kernel = resources.files("blmkd.export").joinpath("blm_student.c").read_text()
-    return "".join([head, _meta_comment(meta), "\n", defines, "\n", *parts, "\n", kernel])
+    return "".join([head, _meta_comment(meta), "\n", defines, "\n", *parts, "\n", kernel_source()])
+
+
+def kernel_source() -> str:
+    """The kernel every C export ends with (``blm_student.c`` of this blmkd)."""
+    return resources.files("blmkd.export").joinpath("blm_student.c").read_text()
+
+
+# What the part of a C export before the kernel may hold, line by line: data, never code.
+_NUM = r"-?(?:\d+\.?\d*(?:e[+-]?\d+)?f?)"
+_PREAMBLE_LINES = [
+    re.compile(r"/\* Byte-latent Mamba student exported by blmkd [\w.+-]*: \d+ bands, \d+x\d+ byte patches -> \d+ logits\."),
+    re.compile(r" \* Generated file: data only; the kernel and its notes follow the weights\. \*/"),
+    re.compile(r"/\* BLMKD-META (?:(?!\*/).)* \*/"),
+    re.compile(rf"#define BLM_[A-Z_]+ {_NUM}"),
+    re.compile(r"static const (?:float|int) blm_[A-Za-z0-9_]+(?:\[\d+\])+ = \{"),
+    re.compile(rf"    {_NUM}(?:, {_NUM})*,?"),
+    re.compile(r"\};"),
+    re.compile(r""),
+]
+
+
+def check_c_export(text: str, name: str) -> None:
+    """Refuse a ``.c`` file that is not an unmodified blmkd C export before anything compiles it.
+
+    blmkd compiles and loads a C export to run it, so, as with never unpickling a file, it only
+    does that for files whose code is this blmkd's own kernel: everything before the kernel must be
+    the generated header, metadata, ``#define``s of numbers and ``static const`` arrays of numbers.
+
+    Raises:
+        ExportError: naming the first line that is not generated data, or a kernel that differs.
+    """
+    kernel = kernel_source()
+    if not text.endswith(kernel):
+        raise ExportError(
+            f"{name}: not an unmodified C export of this blmkd (its kernel differs from blmkd "
+            f"{_version()}'s); re-export it with `blmkd export --c`, or compile it yourself"
+        )
+    for i, line in enumerate(text[: len(text) - len(kernel)].split("\n"), 1):
+        if not any(rx.fullmatch(line) for rx in _PREAMBLE_LINES):
+            raise ExportError(
+                f"{name}: line {i} is not generated data ({line[:60]!r}); blmkd only compiles unmodified C exports"
+            )
+
+
+def _version() -> str:
+    from blmkd import __version__
+
+    return __version__
 
 
 def read_c_metadata(path: str | Path) -> dict[str, Any]:
@@ -212,14 +260,16 @@ def compile_c(path: str | Path) -> Path:
     """The shared library of a C export, compiled once and cached (atomic rename into the cache).
 
     Raises:
-        ExportError: no compiler, or the compiler failed (its first error line is in the message).
+        ExportError: not an unmodified blmkd C export (:func:`check_c_export`), no compiler, or the
+            compiler failed (its first error line is in the message).
     """
     src = Path(path)
+    code = src.read_bytes()
+    check_c_export(code.decode("utf-8", errors="replace"), src.name)
     cc, why = c_compiler()
     if cc is None:
         raise ExportError(f"cannot run {src.name}: {why}")
     flags = _cflags()
-    code = src.read_bytes()
     key = hashlib.sha256(code + repr((cc, flags, _compiler_version(cc), sys.platform)).encode()).hexdigest()[:24]
     out_dir = native_dir()
     lib = out_dir / f"{src.stem}-{key}.so"

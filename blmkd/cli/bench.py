@@ -48,7 +48,7 @@ def bench(
     targets_file: Annotated[
         Path | None,
         typer.Option(
-            "--targets-file", help="TOML file overriding or adding target profiles ([targets.<name>] tables)."
+            "--targets-file", help="TOML file overriding or adding target profiles (one table per target, named targets.NAME)."
         ),
     ] = None,
     batch: Annotated[

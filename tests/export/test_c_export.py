@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 from blmkd.cli import app
 from blmkd.errors import ExportError, ModelError
 from blmkd.export import export, open_artifact
-from blmkd.export.c_export import CRunner, c_compiler, c_source, compile_c, read_c_metadata, with_metadata
+from blmkd.export.c_export import (
+    CRunner,
+    c_compiler,
+    c_source,
+    check_c_export,
+    compile_c,
+    native_dir,
+    read_c_metadata,
+    with_metadata,
+)
 from blmkd.students.blm import BLMConfig, BLMStudent
 from blmkd.train import bundle_from_checkpoint
 
@@ -108,11 +117,35 @@ def test_no_compiler_is_a_one_line_error(student_ckpt, tmp_path, monkeypatch):
 
 
 @needs_cc
-def test_compile_error_names_the_compiler_line(tmp_path):
-    bad = tmp_path / "bad.c"
-    bad.write_text('/* BLMKD-META {"model": "x"} */\nint blm_forward(void) { return nope; }\n')
-    with pytest.raises(ExportError, match=r"bad.c: the C compiler failed .*nope"):
-        CRunner(bad)
+def test_compile_error_names_the_compiler_line(tmp_path, monkeypatch):
+    model = _random_student(3, **CONFIGS[0][2])
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, 5, _meta(model, 5)))
+    monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -fblmkd-no-such-flag")
+    with pytest.raises(ExportError, match=r"m.c: the C compiler failed \(\S+ -O2 -fblmkd-no-such-flag\): .*error.*blmkd-no-such-flag"):
+        CRunner(src)
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda s: s.replace("static const float blm_enc1_b", "int evil(void) { return 1; }\nstatic const float blm_enc1_b"),
+         r"line \d+ is not generated data \('int evil"),
+        (lambda s: s.replace("#define BLM_D ", "#define BLM_D system(\"x\") + "), r"line \d+ is not generated data"),
+        (lambda s: s.replace('"model": "test"', '"model": "*/ int x; /*"'), r"line 3 is not generated data \(./\* BLMKD-META"),
+        (lambda s: s.replace("return 0;", "return 1;"), r"its kernel differs"),
+    ],
+    ids=["function", "define", "comment end", "kernel"],
+)
+def test_only_unmodified_exports_compile(tmp_path, edit, match):
+    """Running a C export compiles and loads it: code from a file is refused, as pickles are."""
+    model = _random_student(4, **CONFIGS[0][2])
+    src = tmp_path / "tampered.c"
+    src.write_text(edit(c_source(model, 5, _meta(model, 5))))
+    with pytest.raises(ExportError, match=match):
+        CRunner(src)
+    assert not list(native_dir().glob("tampered-*")), "compiled before it was checked"
 
 
 @needs_cc
@@ -133,6 +166,7 @@ def test_metadata_round_trip_survives_comment_end(tmp_path):
     src = tmp_path / "m.c"
     src.write_text(c_source(model, 5, meta))
     assert read_c_metadata(src) == meta
+    check_c_export(src.read_text(), "m.c")  # the escaped "*/" keeps the file data-only
     plain = tmp_path / "plain.c"
     plain.write_text("int main(void) { return 0; }\n")
     with pytest.raises(ExportError, match="not a blmkd C export"):
