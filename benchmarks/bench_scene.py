@@ -8,7 +8,7 @@ and INT8 ONNX (checked against PyTorch by the exporter) into a temporary folder,
 
 * maps the checkpoint's whole scene (Indian Pines: 145 x 145 = 21,025 px) with every path:
   PyTorch per patch, PyTorch ``encode`` (encoder once per tile), ``encode-ort`` (windows in ONNX
-  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 / INT8 byte-input per patch (1 and 2 ORT threads), the C export per patch (1 and 2 threads); the time
+  Runtime; 1 and 2 worker threads), ONNX FP32 / INT8 / INT8 byte-input per patch (1 and 2 ORT threads), the C export (``encode-c``: per-pixel part once per tile, windows in C; and per patch; 1 and 2 threads); the time
   covers reading, preprocessing and inference of the whole scene, best and median of repeats;
 * times batch-1 latency (p50/p90/p99 after warm-up) of PyTorch and of the ONNX files with 1 and 2
   ORT threads, and of the C export (``export --c``, where a C compiler is present) in the calling
@@ -129,9 +129,10 @@ def main() -> None:
             ("encode-ort, 2 workers", lambda: SceneClassifier.from_runner(open_runner(ck.path), "encode-ort", threads=2)),
         ]  # fmt: skip
         for fmt, path in onnx.items():
-            for th in (1, 2):
-                configs.append((f"{fmt} patch, {th} {_engine(fmt)} threads",
-                                lambda path=path, th=th: SceneClassifier.from_runner(open_runner(path, threads=th), "patch")))  # fmt: skip
+            for mode in ("encode-c", "patch") if fmt == "c" else ("patch",):
+                for th in (1, 2):
+                    configs.append((f"{fmt} {mode}, {th} {_engine(fmt)} threads",
+                                    lambda path=path, th=th, mode=mode: SceneClassifier.from_runner(open_runner(path, threads=th), mode)))  # fmt: skip
         print(
             f"\nwhole-scene map, {cube.shape[0] * cube.shape[1]:,} px, best / median of {args.repeats} (CPU share: process CPU s / wall s)"
         )

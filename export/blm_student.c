@@ -157,12 +157,20 @@ static inline float blm_softplus(float x) {
     return x > 20.0f ? x : sp;
 }
 
-/* One pre-norm Mamba block on the residual stream h[D][LP], in place. */
-static void blm_block(int i, float *BLM_RESTRICT h) {
-    float u[BLM_D * BLM_LP], xz[2 * BLM_DI * BLM_LP], xc[BLM_DI * BLM_LP], dbc[BLM_NX * BLM_LP];
-    float xt[BLM_L][BLM_DI], yt[BLM_L][BLM_DI], y[BLM_DI * BLM_LP], o[BLM_D * BLM_LP];
+/* The per-token prefix of block i on h[D][LP]: xz = in_proj(LN(h)), rows 0..DI-1 the x branch,
+ * rows DI..2DI-1 the gate SiLU(z). Nothing in it mixes tokens. */
+static void blm_block_prefix(int i, const float *BLM_RESTRICT h, float *BLM_RESTRICT xz) {
+    float u[BLM_D * BLM_LP];
     blm_layernorm(h, blm_ln_w[i], blm_ln_b[i], u);
-    blm_matmul(2 * BLM_DI, BLM_D, blm_in_w[i], 0, u, xz); /* rows 0..DI-1: x, DI..2DI-1: gate z */
+    blm_matmul(2 * BLM_DI, BLM_D, blm_in_w[i], 0, u, xz);
+    for (int t = 0; t < BLM_DI * BLM_LP; t++) xz[BLM_DI * BLM_LP + t] = blm_silu(xz[BLM_DI * BLM_LP + t]);
+}
+
+/* The token-mixing rest of block i: h += out_proj(SSM(SiLU(conv(x))) · gate), given xz from
+ * blm_block_prefix (tokens in scan order). */
+static void blm_block_mix(int i, float *BLM_RESTRICT h, const float *BLM_RESTRICT xz) {
+    float xc[BLM_DI * BLM_LP], dbc[BLM_NX * BLM_LP];
+    float xt[BLM_L][BLM_DI], yt[BLM_L][BLM_DI], y[BLM_DI * BLM_LP], o[BLM_D * BLM_LP];
     /* causal depthwise convolution over the tokens (tap j reads token t - (BLM_CONV-1) + j), SiLU */
     for (int c = 0; c < BLM_DI; c++) {
         float xp[BLM_CONV - 1 + BLM_LP]; /* the channel, zero-padded on the left */
@@ -177,7 +185,6 @@ static void blm_block(int i, float *BLM_RESTRICT h) {
         }
     }
     for (int t = 0; t < BLM_DI * BLM_LP; t++) xc[t] = blm_silu(xc[t]);
-    for (int t = 0; t < BLM_DI * BLM_LP; t++) xz[BLM_DI * BLM_LP + t] = blm_silu(xz[BLM_DI * BLM_LP + t]);
     blm_matmul(BLM_NX, BLM_DI, blm_xproj_w[i], 0, xc, dbc);
     /* tokens of x, token-major, for the scan */
     for (int c = 0; c < BLM_DI; c++)
@@ -219,27 +226,26 @@ static void blm_block(int i, float *BLM_RESTRICT h) {
     for (int t = 0; t < BLM_D * BLM_LP; t++) h[t] += o[t];
 }
 
-static void blm_patch(const uint8_t *BLM_RESTRICT x, float *BLM_RESTRICT logits) {
-    float xf[BLM_BANDS * BLM_LP], e1[BLM_ENC * BLM_LP], e2[BLM_D * BLM_LP], h[BLM_D * BLM_LP];
-    float hn[BLM_D * BLM_LP];
-    /* bytes → float, raster order, padded */
-    for (int b = 0; b < BLM_BANDS; b++) {
-        for (int t = 0; t < BLM_L; t++) xf[b * BLM_LP + t] = (float)x[b * BLM_L + t];
-        for (int t = BLM_L; t < BLM_LP; t++) xf[b * BLM_LP + t] = 0.0f;
-    }
-    /* per-pixel byte encoder (dequantization folded into blm_enc1_w/b) */
+/* One pre-norm Mamba block on the residual stream h[D][LP], in place. */
+static void blm_block(int i, float *BLM_RESTRICT h) {
+    float xz[2 * BLM_DI * BLM_LP];
+    blm_block_prefix(i, h, xz);
+    blm_block_mix(i, h, xz);
+}
+
+/* The per-pixel byte encoder on xf[BANDS][LP] (bytes as floats; dequantization folded into
+ * blm_enc1_w/b) → e2[D][LP]. */
+static void blm_encode(const float *BLM_RESTRICT xf, float *BLM_RESTRICT e2) {
+    float e1[BLM_ENC * BLM_LP];
     blm_matmul(BLM_ENC, BLM_BANDS, blm_enc1_w, blm_enc1_b, xf, e1);
     for (int t = 0; t < BLM_ENC * BLM_LP; t++) e1[t] = blm_gelu(e1[t]);
     blm_matmul(BLM_D, BLM_ENC, blm_enc2_w, blm_enc2_b, e1, e2);
-    /* tokens into scan order */
-    for (int d = 0; d < BLM_D; d++) {
-        for (int t = 0; t < BLM_L; t++) h[d * BLM_LP + t] = e2[d * BLM_LP + blm_order[t]];
-        for (int t = BLM_L; t < BLM_LP; t++) h[d * BLM_LP + t] = 0.0f;
-    }
-    for (int i = 0; i < BLM_LAYERS; i++) blm_block(i, h);
-    /* final norm, pooling over the valid tokens, head */
+}
+
+/* Final norm, mean (or centre+mean) pooling over the valid tokens, head. */
+static void blm_head(const float *BLM_RESTRICT h, float *BLM_RESTRICT logits) {
+    float hn[BLM_D * BLM_LP], f[BLM_D];
     blm_layernorm(h, blm_normf_w, blm_normf_b, hn);
-    float f[BLM_D];
     for (int d = 0; d < BLM_D; d++) {
         float s = 0.0f;
         for (int t = 0; t < BLM_L; t++) s += hn[d * BLM_LP + t];
@@ -255,12 +261,93 @@ static void blm_patch(const uint8_t *BLM_RESTRICT x, float *BLM_RESTRICT logits)
     }
 }
 
+static void blm_patch(const uint8_t *BLM_RESTRICT x, float *BLM_RESTRICT logits) {
+    float xf[BLM_BANDS * BLM_LP], e2[BLM_D * BLM_LP], h[BLM_D * BLM_LP];
+    /* bytes → float, raster order, padded */
+    for (int b = 0; b < BLM_BANDS; b++) {
+        for (int t = 0; t < BLM_L; t++) xf[b * BLM_LP + t] = (float)x[b * BLM_L + t];
+        for (int t = BLM_L; t < BLM_LP; t++) xf[b * BLM_LP + t] = 0.0f;
+    }
+    blm_encode(xf, e2);
+    /* tokens into scan order */
+    for (int d = 0; d < BLM_D; d++) {
+        for (int t = 0; t < BLM_L; t++) h[d * BLM_LP + t] = e2[d * BLM_LP + blm_order[t]];
+        for (int t = BLM_L; t < BLM_LP; t++) h[d * BLM_LP + t] = 0.0f;
+    }
+    for (int i = 0; i < BLM_LAYERS; i++) blm_block(i, h);
+    blm_head(h, logits);
+}
+
 /* Logits (n, BLM_CLASSES) of n byte patches (n, BLM_BANDS, BLM_P, BLM_P). Scratch lives on the
  * stack (about 4·(BLM_BANDS + 4·BLM_DI + 4·BLM_D)·BLM_LP bytes, ~120 KB for blm_t), so calls from
  * several threads may run at once. Returns 0. */
 int blm_forward(const uint8_t *x, int n, float *logits) {
     for (int i = 0; i < n; i++)
         blm_patch(x + (size_t)i * BLM_BANDS * BLM_L, logits + (size_t)i * BLM_CLASSES);
+    return 0;
+}
+
+/* Whole scenes: what is per pixel runs once per pixel, not once per window it falls in.
+ *
+ * blm_pixels: n pixels px (n, BLM_BANDS) bytes, channels last (a tile's rows) → for each pixel its
+ * latent h (n, BLM_D), and the first block's x (n, BLM_DI) and gate SiLU(z) (n, BLM_DI).
+ * blm_tokens: n windows of those, gathered in scan order (n, BLM_L, ·) each → logits (n, BLM_CLASSES);
+ * equals blm_forward on the same windows up to float rounding. Both thread-safe; return 0. */
+int blm_pixels(const uint8_t *px, int n, float *h, float *x, float *z) {
+    for (int p0 = 0; p0 < n; p0 += BLM_LP) {
+        const int m = n - p0 < BLM_LP ? n - p0 : BLM_LP;
+        float xf[BLM_BANDS * BLM_LP], e2[BLM_D * BLM_LP], xz[2 * BLM_DI * BLM_LP];
+        for (int t = 0; t < BLM_LP; t++) {
+            const uint8_t *src = px + (size_t)(p0 + (t < m ? t : 0)) * BLM_BANDS;
+            for (int b = 0; b < BLM_BANDS; b++) xf[b * BLM_LP + t] = t < m ? (float)src[b] : 0.0f;
+        }
+        blm_encode(xf, e2);
+        blm_block_prefix(0, e2, xz);
+        for (int t = 0; t < m; t++) {
+            const size_t q = (size_t)(p0 + t);
+            for (int d = 0; d < BLM_D; d++) h[q * BLM_D + d] = e2[d * BLM_LP + t];
+            for (int c = 0; c < BLM_DI; c++) {
+                x[q * BLM_DI + c] = xz[c * BLM_LP + t];
+                z[q * BLM_DI + c] = xz[(BLM_DI + c) * BLM_LP + t];
+            }
+        }
+    }
+    return 0;
+}
+
+int blm_tokens(const float *h, const float *x, const float *z, int n, float *logits) {
+    for (int i = 0; i < n; i++) {
+        float hw[BLM_D * BLM_LP], xz[2 * BLM_DI * BLM_LP];
+        const float *hi = h + (size_t)i * BLM_L * BLM_D;
+        const float *xi = x + (size_t)i * BLM_L * BLM_DI, *zi = z + (size_t)i * BLM_L * BLM_DI;
+        for (int d = 0; d < BLM_D; d++) {
+            for (int t = 0; t < BLM_L; t++) hw[d * BLM_LP + t] = hi[t * BLM_D + d];
+            for (int t = BLM_L; t < BLM_LP; t++) hw[d * BLM_LP + t] = 0.0f;
+        }
+        for (int c = 0; c < BLM_DI; c++) {
+            for (int t = 0; t < BLM_L; t++) {
+                xz[c * BLM_LP + t] = xi[t * BLM_DI + c];
+                xz[(BLM_DI + c) * BLM_LP + t] = zi[t * BLM_DI + c];
+            }
+            for (int t = BLM_L; t < BLM_LP; t++) xz[c * BLM_LP + t] = xz[(BLM_DI + c) * BLM_LP + t] = 0.0f;
+        }
+        blm_block_mix(0, hw, xz);
+        for (int l = 1; l < BLM_LAYERS; l++) blm_block(l, hw);
+        blm_head(hw, logits + (size_t)i * BLM_CLASSES);
+    }
+    return 0;
+}
+
+/* Widths of blm_pixels' outputs: d_model (h), d_inner (x and z). */
+int blm_widths(int *out) {
+    out[0] = BLM_D;
+    out[1] = BLM_DI;
+    return 0;
+}
+
+/* The window's tokens in scan order, as raster indices into the BLM_P × BLM_P window. */
+int blm_scan_order(int *out) {
+    for (int t = 0; t < BLM_L; t++) out[t] = blm_order[t];
     return 0;
 }
 

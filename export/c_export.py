@@ -326,9 +326,19 @@ class CRunner:
         shape = (ctypes.c_int * 3)()
         lib.blm_shape(shape)
         self.bands, self.patch, self.num_classes = (int(v) for v in shape)
+        widths = (ctypes.c_int * 2)()
+        lib.blm_widths(widths)
+        self._widths = (int(widths[0]), int(widths[1]), int(widths[1]))
         self._fn = lib.blm_forward
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        ptr = ctypes.c_void_p
+        self._pixels, self._tokens = lib.blm_pixels, lib.blm_tokens
+        self._pixels.argtypes = [ptr, ctypes.c_int, ptr, ptr, ptr]
+        self._tokens.argtypes = [ptr, ptr, ptr, ctypes.c_int, ptr]
+        order = (ctypes.c_int * (self.patch * self.patch))()
+        lib.blm_scan_order(order)
+        self.scan_order = tuple(int(v) for v in order)
         self._lib = lib
         self.providers = [f"C ({self.library.name})"]
 
@@ -346,21 +356,58 @@ class CRunner:
         x = np.ascontiguousarray(x)
         n = x.shape[0]
         out = np.empty((n, self.num_classes), np.float32)
-        parts = min(self.threads, n // self.min_chunk)
-        if parts < 2:
-            self._fn(x.ctypes.data, n, out.ctypes.data)
-            return out
+        self._parallel(
+            [(self._fn, x[a:b].ctypes.data, int(b - a), out[a:b].ctypes.data) for a, b in self._bounds(n, self.min_chunk)]
+        )
+        return out
+
+    def _bounds(self, n: int, min_chunk: int) -> list[tuple[int, int]]:
+        """``n`` items in up to ``threads`` contiguous parts of at least ``min_chunk``."""
+        parts = max(1, min(self.threads, n // min_chunk))
+        b = np.linspace(0, n, parts + 1).astype(int)
+        return list(zip(b[:-1].tolist(), b[1:].tolist()))
+
+    def _parallel(self, calls: list[tuple]) -> None:
+        """Run ``fn(*args)`` for each ``(fn, *args)``: in this thread if one, else on the pool
+        (``ctypes`` releases the GIL during each call)."""
+        if len(calls) == 1:
+            fn, *args = calls[0]
+            fn(*args)
+            return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blmkd-c")
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        jobs = [
-            self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), out[a:b].ctypes.data)
-            for a, b in zip(bounds[:-1], bounds[1:])
-        ]
-        for j in jobs:
+        for j in [self._pool.submit(*c) for c in calls]:
             j.result()
+
+    def pixel_features(self, px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-pixel latents and first-block features of ``px (n, bands)`` bytes (channels last):
+        ``h (n, d_model)``, ``x (n, d_inner)``, ``z (n, d_inner)``, what :meth:`run_tokens` gathers.
+        Split over the runner's threads for large ``n``."""
+        px = np.ascontiguousarray(px, dtype=np.uint8)
+        if px.ndim != 2 or px.shape[1] != self.bands:
+            raise ModelError(f"{self.name}: expected pixels (n, {self.bands}), got shape {px.shape}")
+        n = px.shape[0]
+        h, x, z = (np.empty((n, w), np.float32) for w in self.feature_widths)
+        bounds = self._bounds(n, 4096)
+        self._parallel(
+            [(self._pixels, px[a:b].ctypes.data, int(b - a), h[a:b].ctypes.data, x[a:b].ctypes.data, z[a:b].ctypes.data)
+             for a, b in bounds]
+        )  # fmt: skip
+        return h, x, z
+
+    @property
+    def feature_widths(self) -> tuple[int, int, int]:
+        """Widths of ``h``, ``x``, ``z`` in :meth:`pixel_features` (d_model, d_inner, d_inner)."""
+        return self._widths
+
+    def run_tokens(self, h: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Logits of ``n`` windows given as :meth:`pixel_features` gathered in :attr:`scan_order`:
+        ``h (n, L, d_model)``, ``x`` and ``z (n, L, d_inner)``, contiguous float32. Calling thread."""
+        n = h.shape[0]
+        out = np.empty((n, self.num_classes), np.float32)
+        self._tokens(h.ctypes.data, x.ctypes.data, z.ctypes.data, n, out.ctypes.data)
         return out
 
     def __repr__(self) -> str:

@@ -25,6 +25,10 @@ Ways to classify a tile (``mode``):
   student, and 1.06-1.16x faster than gathering latents alone (single thread, side by side,
   measured in two runs). ``auto`` picks it for PyTorch students on a CPU and says so in
   ``SceneClassifier.note`` if it has to use ``encode`` instead.
+* ``encode-c`` (C exports, ``blmkd export --c``; ``auto`` for them): the same split in the compiled
+  kernel: ``blm_pixels`` computes each pixel's latent and first-block features once per tile, the
+  windows are gathered in scan order as for ``encode-ort`` and ``blm_tokens`` classifies them, in
+  worker threads (the kernel is re-entrant and ``ctypes`` releases the GIL).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from blmkd.data.patches import check_patch_size
 from blmkd.data.preprocess import Preprocessing
 from blmkd.errors import BlmkdError, DataError, ModelError
 
-MODES = ("auto", "encode", "encode-ort", "patch")
+MODES = ("auto", "encode", "encode-ort", "encode-c", "patch")
 MAP_SUFFIXES = (".png", ".npy", ".tif", ".tiff")
 _ENCODE_CHUNK_BYTES = 32 << 20  # float input of the encoder per call
 
@@ -107,7 +111,7 @@ class SceneClassifier:
             (per-window inference).
         patch_size, prep, input_kind: how its inputs are made (from the artifact's metadata).
         class_ids, class_names: the classes of its outputs, in output order.
-        workers: threads running batches concurrently (``encode-ort``; one ORT thread each).
+        workers: threads running batches concurrently (``encode-ort``, one ORT thread each; ``encode-c``).
         note: why ``auto`` chose a slower path than it could, where it did.
     """
 
@@ -144,17 +148,18 @@ class SceneClassifier:
     @property
     def default_batch(self) -> int:
         # ONNX Runtime is fastest on small batches here (the (N, H, L, L) SSM decay matrices of
-        # 64 windows stay in L2); PyTorch pays ~0.3 ms per call and chunks big batches itself.
-        return (
-            64 if self.mode == "encode-ort" or getattr(self.runner, "backend", "") == "onnxruntime" else 256
-        )
+        # 64 windows stay in L2); so is the C kernel's window path (the gathered windows stay in
+        # cache); PyTorch pays ~0.3 ms per call and chunks big batches itself.
+        small = self.mode in ("encode-ort", "encode-c") or getattr(self.runner, "backend", "") == "onnxruntime"
+        return 64 if small else 256
 
     @classmethod
     def from_runner(cls, runner, mode: str = "auto", threads: int | None = None) -> SceneClassifier:
         """Wrap an open runner.
 
         ``mode="auto"`` picks ``encode-ort`` for PyTorch students on CPU (``encode`` on CUDA, or where
-        the latent graph cannot be exported; ``note`` says so), else ``patch``.
+        the latent graph cannot be exported; ``note`` says so), ``encode-c`` for C exports, else
+        ``patch``.
         """
         if mode not in MODES:
             raise BlmkdError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -172,6 +177,9 @@ class SceneClassifier:
             raise BlmkdError(
                 f"{runner.name}: --mode {mode} needs a PyTorch student checkpoint with a per-pixel encoder"
             )
+        can_encode_c = hasattr(runner, "pixel_features") and hasattr(runner, "run_tokens")  # a C export
+        if mode == "encode-c" and not can_encode_c:
+            raise BlmkdError(f"{runner.name}: --mode encode-c needs a C export of a student (blmkd export --c)")
         on_cpu = str(getattr(runner, "device", "cpu")).startswith("cpu")
         if mode == "encode-ort" and not on_cpu:
             raise BlmkdError("--mode encode-ort runs on the CPU; use --mode encode on CUDA")
@@ -180,10 +188,12 @@ class SceneClassifier:
         names = [str(c["name"]) for c in classes] or [f"class {i}" for i in ids]
         requested = mode
         if mode == "auto":
-            mode = ("encode-ort" if on_cpu else "encode") if can_encode else "patch"
+            mode = "encode-c" if can_encode_c else ("encode-ort" if on_cpu else "encode") if can_encode else "patch"
         clf = cls(
             runner, mode, patch, Preprocessing.from_dict(meta["preprocessing"]), runner.input_kind, ids, names
         )
+        if mode == "encode-c":
+            clf.workers = max(1, threads or runner.threads)
         if mode == "encode-ort":
             import torch
 
@@ -277,6 +287,10 @@ class SceneClassifier:
         import torch
 
         p = self.patch_size
+        if self.mode == "encode-c":
+            hp, wp, bands = x.shape
+            feats = self.runner.pixel_features(x.reshape(hp * wp, bands))  # (hp·wp, ·) × 3
+            return self._classify_tokens(feats, self.runner.scan_order, wp, rows, cols, batch, self.runner.run_tokens)
         lat = self.encode_tile(x)  # (hp, wp, d)
         hp, wp, d = lat.shape
         shape = (hp - p + 1, wp - p + 1, p, p, d)
@@ -294,11 +308,7 @@ class SceneClassifier:
                 ]
             return torch.cat(out).numpy()
         if self.session is not None:
-            lat_flat, (fx, fz) = lat.reshape(hp * wp, d).numpy(), self._pixel_features(lat)  # (hp·wp, ·)
-            order = np.asarray(self.runner.model.scan_order(p))
-            offsets = (order // p) * wp + order % p  # (L,) flat offsets of a window's tokens, scan order
-            starts_flat = np.asarray(rows, np.int64) * wp + np.asarray(cols, np.int64)  # (N,)
-
+            feats = (lat.reshape(hp * wp, d).numpy(), *self._pixel_features(lat))  # (hp·wp, ·) × 3
             # Each worker runs its own session: two threads calling one session contend inside ORT
             # (session 6, 2 cores: ORT alone on pre-gathered windows 27.0 vs 22.2 µs per window,
             # one shared vs one each; a whole Indian Pines map 1.03x, medians of 15 interleaved).
@@ -306,32 +316,49 @@ class SceneClassifier:
             for sess in self.sessions:
                 free.put(sess)
 
-            def run(i: int) -> np.ndarray:
-                idx = starts_flat[i : i + batch, None] + offsets  # (n, L)
-                inputs = {k: np.take(a, idx, axis=0) for k, a in (("h", lat_flat), ("x", fx), ("z", fz))}  # (n, L, ·)
+            def tokens(h, x, z) -> np.ndarray:
                 sess = free.get()
                 try:
-                    return sess.run(None, inputs)[0]  # (n, K)
+                    return sess.run(None, {"h": h, "x": x, "z": z})[0]  # (n, K)
                 finally:
                     free.put(sess)
-        else:
-            # On the CPU numpy gathers the channels-last windows ~8x faster than torch indexing.
-            lat_np = lat.numpy()
-            s = lat_np.strides
-            win = np.lib.stride_tricks.as_strided(lat_np, shape, (s[0], s[1], s[0], s[1], s[2]), writeable=False)
 
-            def run(i: int) -> np.ndarray:
-                hb = win[rows[i : i + batch], cols[i : i + batch]]  # (n, P, P, d) contiguous copy
-                with torch.inference_mode():
-                    return (
-                        self.runner.model.forward_latent(torch.from_numpy(hb).permute(0, 3, 1, 2)).float().numpy()
-                    )
+            return self._classify_tokens(feats, self.runner.model.scan_order(p), wp, rows, cols, batch, tokens)
+        # On the CPU numpy gathers the channels-last windows ~8x faster than torch indexing.
+        lat_np = lat.numpy()
+        s = lat_np.strides
+        win = np.lib.stride_tricks.as_strided(lat_np, shape, (s[0], s[1], s[0], s[1], s[2]), writeable=False)
 
-        starts = range(0, len(rows), batch)
+        def run(i: int) -> np.ndarray:
+            hb = win[rows[i : i + batch], cols[i : i + batch]]  # (n, P, P, d) contiguous copy
+            with torch.inference_mode():
+                return self.runner.model.forward_latent(torch.from_numpy(hb).permute(0, 3, 1, 2)).float().numpy()
+
+        return self._over_batches(run, len(rows), batch)
+
+    def _classify_tokens(self, feats, order, wp: int, rows, cols, batch: int, tokens) -> np.ndarray:
+        """Windows of per-pixel features ``feats = (h, x, z)``, each ``(hp·wp, ·)`` over the tile,
+        gathered straight into scan ``order`` (raster indices in the window) and classified by
+        ``tokens(h, x, z)`` on ``(n, L, ·)`` batches."""
+        p = self.patch_size
+        order = np.asarray(order)
+        offsets = (order // p) * wp + order % p  # (L,) flat offsets of a window's tokens, scan order
+        starts_flat = np.asarray(rows, np.int64) * wp + np.asarray(cols, np.int64)  # (N,)
+
+        def run(i: int) -> np.ndarray:
+            idx = starts_flat[i : i + batch, None] + offsets  # (n, L)
+            return tokens(*(np.take(a, idx, axis=0) for a in feats))  # (n, K)
+
+        return self._over_batches(run, len(rows), batch)
+
+    def _over_batches(self, run, n: int, batch: int) -> np.ndarray:
+        """``run(i)`` for the batches starting at ``0, batch, ...`` below ``n``, on ``workers`` threads
+        (ONNX Runtime and the C kernel release the GIL while they run), concatenated."""
+        starts = range(0, n, batch)
         if self.workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(self.workers) as pool:  # ORT releases the GIL while it runs
+            with ThreadPoolExecutor(self.workers) as pool:
                 out = list(pool.map(run, starts))
         else:
             out = [run(i) for i in starts]

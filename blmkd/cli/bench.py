@@ -167,7 +167,7 @@ def predict(
         str,
         typer.Option(
             "--mode",
-            help="auto | encode (students: encoder once per tile) | encode-ort (same, windows in ONNX Runtime; auto for students on CPU) | patch (per-window inference).",
+            help="auto | encode (students: encoder once per tile) | encode-ort (same, windows in ONNX Runtime; auto for students on CPU) | encode-c (C exports: per-pixel part once, windows in C; auto for .c) | patch (per-window inference).",
         ),
     ] = "auto",
     device: Device = "cpu",

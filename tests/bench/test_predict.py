@@ -95,6 +95,51 @@ def test_encode_ort_workers_each_run_their_own_session(student, scene):
     np.testing.assert_allclose(b.logits, a.logits, atol=1e-6, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def student_c(student, tmp_path_factory, monkeypatch_module):
+    """The student as a C export (``export --c`` needs a test split; this writes the same file)."""
+    from blmkd.checkpoint import load_checkpoint
+    from blmkd.export.c_export import c_compiler, c_source
+    from blmkd.export.runtime import artifact_meta
+
+    if c_compiler()[0] is None:
+        pytest.skip(c_compiler()[1])
+    d = tmp_path_factory.mktemp("c")
+    monkeypatch_module.setenv("BLMKD_NATIVE_DIR", str(d / "native"))
+    ck = load_checkpoint(student)
+    path = d / "student.c"
+    path.write_text(c_source(ck.build_model().eval(), P, {**artifact_meta(ck), "precision": "fp32"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.parametrize("mode", ["encode-c", "patch"])
+def test_c_export_paths_equal_per_patch_pytorch(student, student_c, scene, mode):
+    clf = open_classifier(student_c, mode=mode, threads=2)
+    assert clf.mode == mode and clf.runner.backend == "c"
+    ref = predict_patches_ref(open_classifier(student, mode="patch"), scene.cube)  # PyTorch, per patch
+    sm = predict_scene(clf, scene.cube, tile=7, batch=50, return_logits=True)
+    np.testing.assert_allclose(sm.logits, ref, atol=1e-4, rtol=0)
+    assert np.array_equal(sm.pred, ref.argmax(-1))
+
+
+def test_encode_c_is_auto_for_c_exports_and_streams_tiles(student, student_c, scene, tmp_path):
+    clf = open_classifier(student_c)
+    assert clf.mode == "encode-c" and clf.workers >= 1
+    np.save(tmp_path / "cube.npy", scene.cube)
+    mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+    whole = predict_scene(clf, scene.cube, tile=1000, return_logits=True)
+    tiled = predict_scene(open_classifier(student_c, threads=1), mm, tile=4, batch=37, return_logits=True)
+    np.testing.assert_allclose(tiled.logits, whole.logits, atol=1e-5, rtol=0)
+    with pytest.raises(BlmkdError, match="--mode encode-c needs a C export"):
+        open_classifier(student, mode="encode-c")
+
+
 def test_teacher_patch_path_equals_per_patch_inference(teacher, scene):
     clf = open_classifier(teacher)
     assert clf.mode == "patch" and clf.input_kind == "float"

@@ -81,6 +81,12 @@ def test_c_equals_pytorch(name, patch, cfg, tmp_path):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(r.run(x[:1].numpy()), ref[:1], rtol=1e-4, atol=1e-4)  # batch 1, this thread
     assert (r.bands, r.patch, r.num_classes) == (cfg["bands"], patch, cfg["num_classes"])
+    assert r.scan_order == model.scan_order(patch)
+    # the whole-scene split: per-pixel features of every pixel, then windows of them in scan order
+    n, L = x.shape[0], patch * patch
+    feats = r.pixel_features(x.numpy().transpose(0, 2, 3, 1).reshape(n * L, -1))  # (n·L, ·) × 3, raster
+    windows = [np.ascontiguousarray(f.reshape(n, L, -1)[:, list(r.scan_order)]) for f in feats]
+    np.testing.assert_allclose(r.run_tokens(*windows), ref, rtol=1e-4, atol=1e-4)
 
 
 @needs_cc
