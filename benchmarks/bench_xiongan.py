@@ -9,7 +9,9 @@
    everything the command holds, Python, torch and ONNX Runtime included, plus the pages of the
    memory-mapped cube it has resident at once.
 
-    .venv/bin/python benchmarks/bench_xiongan.py [--data .scratch/bench_xiongan] [--tile 256] [--threads 2]
+    .venv/bin/python benchmarks/bench_xiongan.py [--data .scratch/bench_xiongan] [--tile 256] [--threads 2] [--c]
+
+``--c`` maps with the student's C export (``blmkd export --c``, ``encode-c`` path) instead of the checkpoint.
 
 Long: run it in the background with its log under logs/ (git-ignored).
 """
@@ -128,11 +130,18 @@ def main() -> None:
     ap.add_argument("--mode", default="auto")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--student", default=DEFAULT_STUDENT, help="student preset to train and map with")
+    ap.add_argument("--c", action="store_true", help="map with the student's C export (export --c) instead")
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     cube, gt = make_scene(args.data)
     ckpt = train_student(args.data, cube, gt, args.epochs, args.student)
-    s = run_predict(ckpt, cube, gt, args.data, args.tile, args.threads, args.mode)
+    model = ckpt
+    if args.c:
+        from blmkd.export import export
+
+        (art,) = export(ckpt, ["c"], ckpt.parent / "export", force=True)
+        model = art.path
+    s = run_predict(model, cube, gt, args.data, args.tile, args.threads, args.mode)
     ids = np.load(args.data / "map.npy", mmap_mode="r")
     print(f"\nmap: {ids.shape} {ids.dtype}, {s['pixels']:,} px in {s['seconds']:.1f} s = {s['px_s']:,.0f} px/s "
           f"({s['mode']} path, tiles of {s['tile']} rows; whole command {s['wall_s']:.1f} s)")  # fmt: skip

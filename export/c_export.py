@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from blmkd.errors import ExportError, ModelError
+from blmkd.export.runtime import Runner
 
 ENV_NATIVE_DIR = "BLMKD_NATIVE_DIR"
 ENV_CFLAGS = "BLMKD_CFLAGS"
@@ -304,10 +305,10 @@ def compile_c(path: str | Path) -> Path:
 # Running
 
 
-class CRunner:
+class CRunner(Runner):
     """A C export, compiled here and called through ``ctypes``: ``run(x)`` on uint8 patches → logits.
 
-    Follows :class:`blmkd.export.runtime.Runner`. Batches of at least ``2 × min_chunk`` patches are
+    Batches of at least ``2 × min_chunk`` patches are
     split over ``threads`` threads (0: all cores; ``ctypes`` releases the GIL during each call);
     smaller ones, batch 1 above all, run in the calling thread.
     """
@@ -344,18 +345,10 @@ class CRunner:
         self._lib = lib
         self.providers = [f"C ({self.library.name})"]
 
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
-
     def run(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        want = (self.bands, self.patch, self.patch)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ModelError(f"{self.name}: expected patches (N, {want[0]}, {want[1]}, {want[2]}), got shape {tuple(x.shape)}")
-        if x.dtype != np.uint8:
-            raise ModelError(f"{self.name} takes uint8 byte patches, got {x.dtype}")
-        x = np.ascontiguousarray(x)
+        x = self._prepare(x)  # uint8, contiguous
+        if x.shape[1:] != (self.bands, self.patch, self.patch):  # the kernel reads exactly this much
+            raise ModelError(f"{self.name}: expected patches (N, {self.bands}, {self.patch}, {self.patch}), got {x.shape}")
         n = x.shape[0]
         out = np.empty((n, self.num_classes), np.float32)
         self._parallel(
@@ -407,9 +400,13 @@ class CRunner:
     def run_tokens(self, h: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Logits of ``n`` windows given as :meth:`pixel_features` gathered in :attr:`scan_order`:
         ``h (n, L, d_model)``, ``x`` and ``z (n, L, d_inner)``, contiguous float32. Calling thread."""
-        n = h.shape[0]
+        n, L = h.shape[0], self.patch * self.patch
+        arrays = [np.ascontiguousarray(a, np.float32) for a in (h, x, z)]
+        for a, w in zip(arrays, self.feature_widths):
+            if a.shape != (n, L, w):  # the kernel reads exactly this much
+                raise ModelError(f"{self.name}: expected windows {(n, L, w)}, got {a.shape}")
         out = np.empty((n, self.num_classes), np.float32)
-        self._tokens(h.ctypes.data, x.ctypes.data, z.ctypes.data, n, out.ctypes.data)
+        self._tokens(*(a.ctypes.data for a in arrays), n, out.ctypes.data)
         return out
 
     def __repr__(self) -> str:

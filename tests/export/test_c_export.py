@@ -189,6 +189,13 @@ def test_runner_rejects_wrong_inputs(tmp_path):
         r.run(np.zeros((1, 200, 5, 5), np.float32))
     with pytest.raises(ModelError, match=r"expected patches \(N, 200, 5, 5\)"):
         r.run(np.zeros((1, 200, 7, 7), np.uint8))
+    r.meta = {}  # without the metadata's sizes the library's own still guard the buffers
+    with pytest.raises(ModelError, match=r"expected patches \(N, 200, 5, 5\)"):
+        r.run(np.zeros((1, 200, 7, 7), np.uint8))
+    with pytest.raises(ModelError, match=r"expected windows \(2, 25, 16\), got \(2, 25, 8\)"):
+        r.run_tokens(*(np.zeros((2, 25, w), np.float32) for w in (8, 8, 16)))
+    with pytest.raises(ModelError, match=r"expected pixels \(n, 200\)"):
+        r.pixel_features(np.zeros((3, 199), np.uint8))
 
 
 @needs_cc
