@@ -40,26 +40,34 @@ def time_samples(
     runs: int = 100,
     max_seconds: float = 10.0,
     sync: Callable[[], None] | None = None,
+    min_seconds: float = 0.0,
 ) -> np.ndarray:
     """Durations in seconds of ``runs`` calls of ``fn()`` after ``warmup`` calls (the raw samples).
 
-    Stops early once ``max_seconds`` have passed and at least 5 calls are timed. ``sync`` (e.g.
-    ``torch.cuda.synchronize``) is called before each clock read so that asynchronous GPU work is
-    inside the measured interval.
+    With ``min_seconds``, a fast ``fn`` keeps being timed past ``runs`` calls until that much time
+    has passed (and warms up for a tenth of it at least): 100 calls of a 30 µs model are 3 ms, too
+    short for stable percentiles on a shared machine. Stops once ``max_seconds`` have passed and at
+    least 5 calls are timed. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock
+    read so that asynchronous GPU work is inside the measured interval.
     """
-    for _ in range(warmup):
+    t_warm = time.perf_counter() + 0.1 * min_seconds
+    n = 0
+    while n < warmup or time.perf_counter() < t_warm:
         fn()
+        n += 1
     if sync:
         sync()
     samples = []
-    deadline = time.perf_counter() + max_seconds
-    for _ in range(runs):
+    start = time.perf_counter()
+    deadline, enough = start + max_seconds, start + min_seconds
+    while True:
         t0 = time.perf_counter()
         fn()
         if sync:
             sync()
-        samples.append(time.perf_counter() - t0)
-        if time.perf_counter() > deadline and len(samples) >= 5:
+        t1 = time.perf_counter()
+        samples.append(t1 - t0)
+        if (len(samples) >= runs and t1 >= enough) or (t1 > deadline and len(samples) >= 5):
             break
     return np.asarray(samples, dtype=np.float64)
 

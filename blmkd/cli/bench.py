@@ -61,7 +61,7 @@ def bench(
     runs: Annotated[
         int,
         typer.Option(
-            "--runs", help="Timed batch-1 calls after warm-up (a tenth of it at the larger batches)."
+            "--runs", help="Timed batch-1 calls after warm-up, at least (timing goes on for 0.5 s; a tenth of the calls at the larger batches)."
         ),
     ] = 100,
     threads: Threads = None,

@@ -40,6 +40,21 @@ def test_time_call_stops_at_max_seconds_but_keeps_five_samples():
     assert t.runs == 5 and t.min_ms >= 9.0
 
 
+def test_time_samples_min_seconds_keeps_timing_a_fast_call(monkeypatch):
+    """A fake clock that advances 1 ms per read: the loop's arithmetic, not this machine's speed."""
+    import blmkd.bench.timing as timing
+
+    clock = iter(np.arange(0, 100, 0.001))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    calls = []
+    s = time_samples(lambda: calls.append(1), warmup=2, runs=3, min_seconds=0.1, max_seconds=10.0)
+    # 2 ms per timed call (two reads): 0.1 s of timing is 50 calls, not the 3 asked for
+    assert 49 <= len(s) <= 51 and np.allclose(s, 0.001)
+    assert len(calls) - len(s) >= 5  # warm-up ran for a tenth of min_seconds, not just 2 calls
+    s = time_samples(lambda: None, warmup=0, runs=3, min_seconds=5.0, max_seconds=0.02)
+    assert len(s) <= 12  # max_seconds still wins
+
+
 def test_peak_memory_sees_a_transient_allocation():
     assert rss_bytes() > 0 and peak_rss_bytes() >= rss_bytes() // 2
     with PeakMemory() as m:
