@@ -5,6 +5,8 @@ Tests that compile are skipped, with the reason, where this machine has no C com
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,14 @@ CONFIGS = [
 ]  # fmt: skip
 
 
+def _small_export(tmp_path, seed: int, name: str = "m.c", edit=lambda s: s, **meta) -> Path:
+    """A C file of a random ``blm_test``-sized student for 5×5 patches (``edit`` applied to its text)."""
+    model = _random_student(seed, **CONFIGS[0][2])
+    src = tmp_path / name
+    src.write_text(edit(c_source(model, 5, _meta(model, 5, **meta))))
+    return src
+
+
 @needs_cc
 @pytest.mark.parametrize("name,patch,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_c_equals_pytorch(name, patch, cfg, tmp_path):
@@ -124,9 +134,7 @@ def test_no_compiler_is_a_one_line_error(student_ckpt, tmp_path, monkeypatch):
 
 @needs_cc
 def test_compile_error_names_the_compiler_line(tmp_path, monkeypatch):
-    model = _random_student(3, **CONFIGS[0][2])
-    src = tmp_path / "m.c"
-    src.write_text(c_source(model, 5, _meta(model, 5)))
+    src = _small_export(tmp_path, 3)
     monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -fblmkd-no-such-flag")
     with pytest.raises(ExportError, match=r"m.c: the C compiler failed \(\S+ -O2 -fblmkd-no-such-flag\): .*error.*blmkd-no-such-flag"):
         CRunner(src)
@@ -146,9 +154,7 @@ def test_compile_error_names_the_compiler_line(tmp_path, monkeypatch):
 )
 def test_only_unmodified_exports_compile(tmp_path, edit, match):
     """Running a C export compiles and loads it: code from a file is refused, as pickles are."""
-    model = _random_student(4, **CONFIGS[0][2])
-    src = tmp_path / "tampered.c"
-    src.write_text(edit(c_source(model, 5, _meta(model, 5))))
+    src = _small_export(tmp_path, 4, "tampered.c", edit)
     with pytest.raises(ExportError, match=match):
         CRunner(src)
     assert not list(native_dir().glob("tampered-*")), "compiled before it was checked"
@@ -156,9 +162,7 @@ def test_only_unmodified_exports_compile(tmp_path, edit, match):
 
 @needs_cc
 def test_library_cached_by_source(tmp_path):
-    model = _random_student(0, **CONFIGS[0][2])
-    src = tmp_path / "m.c"
-    src.write_text(c_source(model, 5, _meta(model, 5)))
+    src = _small_export(tmp_path, 0)
     lib = compile_c(src)
     mtime = lib.stat().st_mtime_ns
     assert compile_c(src) == lib and lib.stat().st_mtime_ns == mtime  # reused, not rebuilt
@@ -167,11 +171,9 @@ def test_library_cached_by_source(tmp_path):
 
 
 def test_metadata_round_trip_survives_comment_end(tmp_path):
-    model = _random_student(1, **CONFIGS[0][2])
-    meta = _meta(model, 5, classes=[{"index": 0, "id": 3, "name": "a */ b"}])
-    src = tmp_path / "m.c"
-    src.write_text(c_source(model, 5, meta))
-    assert read_c_metadata(src) == meta
+    classes = [{"index": 0, "id": 3, "name": "a */ b"}]
+    src = _small_export(tmp_path, 1, classes=classes)
+    assert read_c_metadata(src)["classes"] == classes
     check_c_export(src.read_text(), "m.c")  # the escaped "*/" keeps the file data-only
     plain = tmp_path / "plain.c"
     plain.write_text("int main(void) { return 0; }\n")
@@ -181,10 +183,7 @@ def test_metadata_round_trip_survives_comment_end(tmp_path):
 
 @needs_cc
 def test_runner_rejects_wrong_inputs(tmp_path):
-    model = _random_student(2, **CONFIGS[0][2])
-    src = tmp_path / "m.c"
-    src.write_text(c_source(model, 5, _meta(model, 5)))
-    r = CRunner(src)
+    r = CRunner(_small_export(tmp_path, 2))
     with pytest.raises(ModelError, match="takes uint8 byte patches"):
         r.run(np.zeros((1, 200, 5, 5), np.float32))
     with pytest.raises(ModelError, match=r"expected patches \(N, 200, 5, 5\)"):
