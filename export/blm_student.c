@@ -351,6 +351,14 @@ int blm_scan_order(int *out) {
     return 0;
 }
 
+/* An upper bound of the stack one call needs, in bytes: the sum of every scratch array above
+ * (the runner gives its threads at least twice this). */
+long blm_stack_bytes(void) {
+    const long lp = BLM_LP, per_token = BLM_BANDS + BLM_ENC + 6 * BLM_D + 8 * BLM_DI + BLM_NX + 2 * BLM_HEADS;
+    return (long)sizeof(float) * (lp * per_token + 2L * BLM_L * BLM_DI + BLM_CONV - 1 + lp +
+                                  (long)BLM_STATE * BLM_HEADDIM + BLM_HEADDIM + BLM_D);
+}
+
 /* The sizes this file was generated for: bands, patch side, classes. */
 int blm_shape(int *out) {
     out[0] = BLM_BANDS;

@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,9 @@ ENV_CFLAGS = "BLMKD_CFLAGS"
 # -fno-math-errno lets it inline sqrtf. Nothing here changes IEEE semantics beyond that.
 BASE_CFLAGS = ("-O3", "-ffp-contract=fast", "-fno-math-errno", "-std=c99")
 ARCH_CFLAGS = ("-march=native",)
+# The calling thread's stack is not ours to size: refuse models whose scratch (an upper bound) would
+# not fit in half of Linux's usual 8 MiB main-thread stack (blm_t ~0.2 MiB, blm_paper at 8×8 ~2.0).
+MAX_CALLER_STACK = 4 << 20
 _META_RE = re.compile(r"^/\* BLMKD-META (.*) \*/$", re.MULTILINE)
 
 
@@ -339,6 +344,13 @@ class CRunner(Runner):
         self._pixels, self._tokens = lib.blm_pixels, lib.blm_tokens
         self._pixels.argtypes = [ptr, ctypes.c_int, ptr, ptr, ptr]
         self._tokens.argtypes = [ptr, ptr, ptr, ctypes.c_int, ptr]
+        lib.blm_stack_bytes.restype = ctypes.c_long
+        self.stack_bytes = int(lib.blm_stack_bytes())
+        if self.stack_bytes > MAX_CALLER_STACK:
+            raise ModelError(
+                f"{self.name}: one call needs ~{self.stack_bytes >> 20} MiB of stack (scratch arrays), more "
+                f"than the {MAX_CALLER_STACK >> 20} MiB blmkd relies on; use its ONNX export for a model this size"
+            )
         order = (ctypes.c_int * (self.patch * self.patch))()
         lib.blm_scan_order(order)
         self.scan_order = tuple(int(v) for v in order)
@@ -373,8 +385,25 @@ class CRunner(Runner):
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blmkd-c")
-        for j in [self._pool.submit(*c) for c in calls]:
+        with self.thread_stack():  # the pool starts its threads on submit
+            jobs = [self._pool.submit(*c) for c in calls]
+        for j in jobs:
             j.result()
+
+    @contextmanager
+    def thread_stack(self):
+        """Threads started inside get a stack of at least twice what one kernel call needs (the
+        kernel keeps its scratch there; musl's default thread stack is 128 KiB)."""
+        want = max(2 * self.stack_bytes + (1 << 20), 8 << 20)
+        old = threading.stack_size()
+        if old >= want:
+            yield
+            return
+        threading.stack_size(want)
+        try:
+            yield
+        finally:
+            threading.stack_size(old)
 
     def pixel_features(self, px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-pixel latents and first-block features of ``px (n, bands)`` bytes (channels last):

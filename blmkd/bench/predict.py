@@ -33,6 +33,7 @@ Ways to classify a tile (``mode``):
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import queue
 import time
@@ -358,7 +359,9 @@ class SceneClassifier:
         if self.workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(self.workers) as pool:
+            # C exports keep their scratch on the thread's stack: size the workers' for it
+            stack = getattr(self.runner, "thread_stack", contextlib.nullcontext)
+            with ThreadPoolExecutor(self.workers) as pool, stack():
                 out = list(pool.map(run, starts))
         else:
             out = [run(i) for i in starts]

@@ -198,6 +198,23 @@ def test_runner_rejects_wrong_inputs(tmp_path):
 
 
 @needs_cc
+def test_stack_is_sized_for_the_kernel(tmp_path):
+    r = CRunner(_small_export(tmp_path, 5))
+    assert 0 < r.stack_bytes < 1 << 20
+    import threading
+
+    before = threading.stack_size()
+    with r.thread_stack():
+        assert threading.stack_size() >= 2 * r.stack_bytes
+    assert threading.stack_size() == before
+    big = BLMStudent(BLMConfig(bands=1000, num_classes=2, enc_hidden=4, d_model=4, d_state=2)).eval()
+    src = tmp_path / "big.c"
+    src.write_text(c_source(big, 31, _meta(big, 31)))  # 961 tokens × 1000 bands of float scratch
+    with pytest.raises(ModelError, match=r"needs ~\d+ MiB of stack .* use its ONNX export"):
+        CRunner(src)
+
+
+@needs_cc
 def test_cli_export_c_then_bench(student_ckpt, tmp_path):
     out = tmp_path / "exp"
     res = cli.invoke(app, ["export", str(student_ckpt.path), "--c", "--onnx", "-o", str(out), "--eval-size", "64"])
