@@ -12,8 +12,8 @@ on 2 threads against encode-ort's 44–48 k in the same run.
 
 :class:`CRunner` compiles the file with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``;
 flags ``-O3 -march=native`` unless ``$BLMKD_CFLAGS`` says otherwise) into a shared library cached
-under ``~/.cache/blmkd/native`` (``$BLMKD_NATIVE_DIR``), keyed by the source, compiler and flags,
-and calls it through ``ctypes``. ``ctypes`` drops the GIL during the call and the kernel keeps its
+under ``~/.cache/blmkd/native`` (``$BLMKD_NATIVE_DIR``), keyed by the source, compiler, flags and
+CPU, and calls it through ``ctypes``. ``ctypes`` drops the GIL during the call and the kernel keeps its
 scratch on the stack, so threads may call one library at once.
 """
 
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,21 @@ def _compiler_version(cc: str) -> str:
         return ""
 
 
+@lru_cache(maxsize=1)
+def _cpu_id() -> str:
+    """What ``-march=native`` compiles for: the CPU model and feature flags (Linux), else the
+    platform's processor string. Part of the cache key, so that a home directory shared by
+    different machines never hands one a library built for another's instruction set."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    keep = [ln for ln in info.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    return platform.machine() + "\n" + "\n".join(sorted(set(keep)))
+
+
 def compile_c(path: str | Path) -> Path:
     """The shared library of a C export, compiled once and cached (atomic rename into the cache).
 
@@ -278,7 +294,7 @@ def compile_c(path: str | Path) -> Path:
     if cc is None:
         raise ExportError(f"cannot run {src.name}: {why}")
     flags = _cflags()
-    key = hashlib.sha256(code + repr((cc, flags, _compiler_version(cc), sys.platform)).encode()).hexdigest()[:24]
+    key = hashlib.sha256(code + repr((cc, flags, _compiler_version(cc), sys.platform, _cpu_id())).encode()).hexdigest()[:24]
     out_dir = native_dir()
     lib = out_dir / f"{src.stem}-{key}.so"
     if lib.exists():
