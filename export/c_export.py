@@ -58,7 +58,9 @@ _META_RE = re.compile(r"^/\* BLMKD-META (.*) \*/$", re.MULTILINE)
 
 
 def _c_float(v: float) -> str:
-    return f"{v:.9g}f" if "e" in f"{v:.9g}" or "." in f"{v:.9g}" else f"{v:.9g}.0f"
+    """A C float literal that reads back as the same float32 (9 significant digits)."""
+    t = f"{v:.9g}"
+    return t + ("f" if "e" in t or "." in t else ".0f")
 
 
 def _array(name: str, a, ctype: str = "float") -> str:
