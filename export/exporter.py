@@ -236,8 +236,9 @@ def export(
         from blmkd.export.c_export import c_compiler, check_c_exportable
 
         check_c_exportable(model)  # before any other work: a teacher has no C export
-        if c_compiler()[0] is None:
-            raise ExportError(f"--c: {c_compiler()[1]} (the C file is compiled here to check it against PyTorch)")
+        cc, why = c_compiler()
+        if cc is None:
+            raise ExportError(f"--c: {why} (the C file is compiled here to check it against PyTorch)")
     bundle = bundle_from_checkpoint(ck)
     ev = EvalSet(bundle, input_kind, eval_size, seed)
     with torch.inference_mode():
