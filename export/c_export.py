@@ -354,7 +354,8 @@ class CRunner(Runner):
         self.bands, self.patch, self.num_classes = (int(v) for v in shape)
         widths = (ctypes.c_int * 2)()
         lib.blm_widths(widths)
-        self._widths = (int(widths[0]), int(widths[1]), int(widths[1]))
+        # widths of pixel_features' h, x, z: d_model, d_inner, d_inner
+        self.feature_widths = (int(widths[0]), int(widths[1]), int(widths[1]))
         self._fn = lib.blm_forward
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -438,11 +439,6 @@ class CRunner(Runner):
              for a, b in bounds]
         )  # fmt: skip
         return h, x, z
-
-    @property
-    def feature_widths(self) -> tuple[int, int, int]:
-        """Widths of ``h``, ``x``, ``z`` in :meth:`pixel_features` (d_model, d_inner, d_inner)."""
-        return self._widths
 
     def run_tokens(self, h: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Logits of ``n`` windows given as :meth:`pixel_features` gathered in :attr:`scan_order`:

@@ -285,13 +285,13 @@ class SceneClassifier:
         return outs
 
     def _classify_encoded(self, x, rows, cols, batch) -> np.ndarray:
-        import torch
-
         p = self.patch_size
-        if self.mode == "encode-c":
+        if self.mode == "encode-c":  # no torch on this path
             hp, wp, bands = x.shape
             feats = self.runner.pixel_features(x.reshape(hp * wp, bands))  # (hp·wp, ·) × 3
             return self._classify_tokens(feats, self.runner.scan_order, wp, rows, cols, batch, self.runner.run_tokens)
+        import torch
+
         lat = self.encode_tile(x)  # (hp, wp, d)
         hp, wp, d = lat.shape
         shape = (hp - p + 1, wp - p + 1, p, p, d)
