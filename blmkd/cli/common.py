@@ -48,6 +48,8 @@ AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Give a class to
 TrainMap = Annotated[Path | None, typer.Option("--train-map", help="Fixed split: map of training pixels (ground-truth ids, 0 = not used).")]
 TestMap = Annotated[Path | None, typer.Option("--test-map", help="Fixed split: map of test pixels.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+TrainDevice = Annotated[str, typer.Option("--device", help="Where to train: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N. Under torchrun each rank uses its own GPU.")]
+Amp = Annotated[str, typer.Option("--amp", help="Mixed precision of the training steps: off (FP32) or bf16 (bfloat16 autocast; CUDA GPUs and CPUs with BF16 units).")]
 
 
 def data_options(**kw):

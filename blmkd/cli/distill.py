@@ -77,6 +77,8 @@ def distill(
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student"),
     resume: Resume = False,
+    device: C.TrainDevice = "auto",
+    amp: C.Amp = "off",
     progress: C.Progress = True,
 ) -> None:
     """Distill a byte-latent Mamba student from a teacher checkpoint.
@@ -107,7 +109,9 @@ def distill(
     )
     kd.validate()
     # Built (and checked) before the teacher loads; each seed's run gets a copy with its seed.
-    train_cfg = _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance)
+    train_cfg = _train_cfg(
+        epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance, device=device, amp=amp
+    )
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
     seed_list = C.parse_seeds(seeds)
@@ -264,6 +268,8 @@ def train_student(
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student_nokd"),
     resume: Resume = False,
+    device: C.TrainDevice = "auto",
+    amp: C.Amp = "off",
     progress: C.Progress = True,
 ) -> None:
     """Train a student on labels alone (no teacher), to measure what distillation adds."""
@@ -272,6 +278,8 @@ def train_student(
     from blmkd.models import create_model
 
     _check_student(student)
+    _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, seed, ema, label_smoothing, class_balance,
+               device=device, amp=amp)  # every option checked before the data loads
 
     def build(s, bundle):
         m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
@@ -282,7 +290,8 @@ def train_student(
         C.parse_seeds(seeds) or [seed], out, build,
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing, class_balance),
+        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
+                             class_balance, device=device, amp=amp),
         resume=resume, progress=progress, title=f"student {student} (no teacher)",
     )  # fmt: skip
 
