@@ -367,8 +367,10 @@ def window_logits_torch(model, lat, rows, cols, patch: int, batch: int = GPU_BAT
     ``lat (hp, wp, d_model)`` whose top-left corners are ``(rows, cols)``.
 
     Each batch of windows is one gather from the flat latent image straight into scan order,
-    ``(n, L, d_model)`` tokens, classified by ``forward`` (default :meth:`BLMStudent.forward_scanned`,
-    e.g. a ``torch.compile`` of it): no ``(n, P, P, d)`` intermediate and no reorder of the tokens.
+    ``(n, L, d_model)`` tokens, classified by ``forward`` (default :meth:`BLMStudent.forward_scanned`):
+    no ``(n, P, P, d)`` intermediate and no reorder of the tokens. A given ``forward`` (e.g. a
+    ``torch.compile(..., dynamic=False)`` of it) always sees ``batch`` windows: the last batch is
+    padded, so one compiled shape serves the whole scene.
     """
     import torch
 
@@ -386,7 +388,11 @@ def window_logits_torch(model, lat, rows, cols, patch: int, batch: int = GPU_BAT
     out = []
     with torch.inference_mode():
         for i in range(0, len(starts), batch):
-            out.append(fwd(flat[starts[i : i + batch, None] + offsets]).float())  # (n, K)
+            idx = starts[i : i + batch]  # (n,)
+            n = len(idx)
+            if forward is not None and n < batch:  # one shape for a compiled forward: pad the last batch
+                idx = torch.cat([idx, idx.new_zeros(batch - n)])
+            out.append(fwd(flat[idx[:, None] + offsets])[:n].float())  # (n, K)
     return torch.cat(out) if out else torch.zeros((0, model.config.num_classes), device=dev)
 
 
