@@ -302,7 +302,7 @@ class SceneClassifier:
         if self.session is not None:
             feats = (lat.reshape(hp * wp, d).numpy(), *self._pixel_features(lat))  # (hp·wp, ·) × 3
             # Each worker runs its own session: two threads calling one session contend inside ORT
-            # (session 6, 2 cores: ORT alone on pre-gathered windows 27.0 vs 22.2 µs per window,
+            # (2-core AMD EPYC, 2026-12-02: ORT alone on pre-gathered windows 27.0 vs 22.2 µs per window,
             # one shared vs one each; a whole Indian Pines map 1.03x, medians of 15 interleaved).
             free = queue.SimpleQueue()
             for sess in self.sessions:
