@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from blmkd.bench.machine import cuda_status
+from blmkd.bench.targets import PROFILES
 from blmkd.cli import app, main
 from blmkd.export.c_export import c_compiler
 
@@ -83,8 +84,15 @@ def test_report_files_carry_the_numbers(bench_run):
     assert len(verdicts) == 2 * 3
     drone = verdicts[("drone", rep["rows"][1]["name"])]  # generous budgets from the TOML file
     assert drone["verdict"] == "INCOMPLETE" and drone["checks"][-1]["passed"] is None  # power unmeasured
-    cpu = verdicts[("cpu", rep["rows"][0]["name"])]
-    assert cpu["verdict"] in ("PASS", "FAIL") and "latency" in md and "drone" in md
+    # The built-in cpu budgets against the teacher row's own numbers: the verdict follows from them.
+    teacher, budget = rep["rows"][0], PROFILES["cpu"]
+    cpu = verdicts[("cpu", teacher["name"])]
+    measured = [teacher["latency"]["p50_ms"], teacher["memory_mb"], max(teacher["best_px_s"], teacher["map"]["px_s"])]
+    assert [c["quantity"] for c in cpu["checks"]] == ["latency", "memory", "throughput"]
+    assert [c["measured"] for c in cpu["checks"]] == pytest.approx(measured)
+    met = [measured[0] <= budget.latency_ms, measured[1] <= budget.memory_mb, measured[2] >= budget.min_throughput_px_s]
+    assert [c["passed"] for c in cpu["checks"]] == met
+    assert cpu["verdict"] == ("PASS" if all(met) else "FAIL") and "latency" in md and "drone" in md
 
 
 @pytest.mark.skipif(cuda_status()[0], reason="a CUDA GPU is present")
@@ -167,7 +175,7 @@ def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out.replace("\n", "")
     assert str(out / "report" / "report.html") in printed
     # The byte-input INT8 file is written, or the demo says why its check refused it.
-    assert (out / "export" / "blm_test.int8b.onnx").is_file() or "INT8 byte-input export skipped" in printed
+    assert (out / "export" / "blm_test.int8b.onnx").is_file() != ("INT8 byte-input export skipped" in printed)
     if c_compiler()[0] is not None:  # the C export is benchmarked beside the ONNX files
         assert (out / "export" / "blm_test.c").is_file()
         c_row = next(r for r in res["bench"]["rows"] if r.get("format") == "C FP32")
