@@ -137,13 +137,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def test_missing_geo_extra_is_a_one_line_install_hint(monkeypatch, tmp_path):
-    from blmkd.bench.predict import check_map_path
+    import numpy as np
+
+    from blmkd.bench.predict import write_map
     from blmkd.data import load_scene
 
     monkeypatch.setitem(sys.modules, "rasterio", None)  # import fails as if it were not installed
     with pytest.raises(BlmkdError) as err:
-        check_map_path(tmp_path / "map.tif")
-    assert "pip install 'blmkd[geo]'" in _one_line(err.value)
+        write_map(tmp_path / "map.tif", np.zeros((3, 3), np.int16), [1], ["a"])
+    assert "pip install 'blmkd[geo]'" in _one_line(err.value) and not (tmp_path / "map.tif").exists()
     (tmp_path / "scene.tif").write_bytes(b"II*\x00")
     with pytest.raises(BlmkdError) as err:
         load_scene(tmp_path / "scene.tif")

@@ -373,14 +373,3 @@ def test_float_gt_with_whole_numbers_is_fine():
 def test_unsupported_suffix(tmp_path):
     (tmp_path / "cube.xyz").write_bytes(b"123")
     raises_one_line("unsupported file type '.xyz'", load_scene, tmp_path / "cube.xyz")
-
-
-def test_geotiff_needs_geo_extra(tmp_path):
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("rasterio is installed: the missing-extra error cannot happen")
-    (tmp_path / "scene.tif").write_bytes(b"II*\x00")
-    raises_one_line(r"needs rasterio.*pip install 'blmkd\[geo\]'", load_scene, tmp_path / "scene.tif")
