@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from blmkd.bench.machine import cuda_status
+from blmkd.bench.machine import cpu_isa, cuda_status
 from blmkd.bench.targets import PROFILES
 from blmkd.cli import app, main
 from blmkd.export.c_export import c_compiler
@@ -118,6 +119,8 @@ def test_bench_cpu_bf16_row(student_ckpt):
     fp32, bf16 = res["rows"]
     assert (fp32["variant"], bf16["variant"]) == ("", "bf16-autocast")
     ok, why = cpu_bf16_status()
+    if platform.machine() in ("x86_64", "AMD64"):  # PyTorch's detection agrees with the kernel's CPU flags
+        assert ok == any(f in cpu_isa()["flags"] for f in ("avx512_bf16", "amx_bf16")), cpu_isa()["flags"]
     if not ok:
         assert bf16["status"] == "skipped" and bf16["reason"] == why
         return
