@@ -189,17 +189,6 @@ def test_write_maps(scene, tmp_path):
         write_map(tmp_path / "m.jpg", pred, scene.class_ids, scene.class_names)
 
 
-def test_geotiff_without_rasterio_is_a_clear_error(scene, tmp_path):
-    pytest.importorskip("numpy")
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        with pytest.raises(BlmkdError, match="needs rasterio"):
-            write_map(tmp_path / "m.tif", np.zeros((3, 3), np.int16), scene.class_ids, scene.class_names)
-    else:
-        pytest.skip("rasterio is installed")
-
-
 # ----------------------------------------------------------------------------------------------
 # The GPU map path (runs on the CPU too: the same tensor code)
 
