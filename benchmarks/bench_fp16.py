@@ -40,6 +40,7 @@ import onnxruntime as ort
 import torch
 
 from blmkd.bench.machine import cpu_isa, cpu_name
+from blmkd.bench.timing import time_interleaved
 from blmkd.checkpoint import load_checkpoint
 from blmkd.export import export
 from blmkd.export.onnx_export import ssm_decay_island, to_fp16
@@ -62,25 +63,6 @@ def converters(island: set[str]) -> dict[str, Callable[[onnx.ModelProto], onnx.M
     else:
         out["occ"] = lambda m: occ_fp16(copy.deepcopy(m), keep_io_types=True, node_block_list=sorted(island))
     return out
-
-
-def time_interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, list[float]]:
-    """Seconds per call of each fn, ``repeats`` samples each, taken round-robin."""
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            n, t0 = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                dt = time.perf_counter() - t0
-                if dt >= min_time:
-                    break
-            samples[k].append(dt / n)
-    return samples
 
 
 def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

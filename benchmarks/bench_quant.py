@@ -20,13 +20,13 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from blmkd.bench.timing import time_interleaved
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli.common import DEFAULT_STUDENT
 from blmkd.export import export
@@ -69,25 +69,6 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
         path, threads=threads, inter_op_num_threads=1, execution_mode=ort.ExecutionMode.ORT_SEQUENTIAL,
         graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     )  # fmt: skip
-
-
-def time_interleaved(fns: dict, repeats: int, min_time: float) -> dict[str, list[float]]:
-    """Seconds per call of each fn, ``repeats`` samples each, taken round-robin."""
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            n, t0 = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                dt = time.perf_counter() - t0
-                if dt >= min_time:
-                    break
-            samples[k].append(dt / n)
-    return samples
 
 
 def main() -> None:

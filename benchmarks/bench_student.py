@@ -24,6 +24,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from blmkd.bench.timing import mean_call_seconds
 from blmkd.models import create_model, list_models
 
 
@@ -36,14 +37,7 @@ def _time(fn, repeats: int, min_time: float = 0.05, budget: float = 3.0) -> tupl
     fn()  # warm-up
     per_call, start = [], time.perf_counter()
     while len(per_call) < repeats and (len(per_call) < 3 or time.perf_counter() - start < budget):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        per_call.append(dt / n)
+        per_call.append(mean_call_seconds(fn, min_time))
     per_call.sort()
     return statistics.median(per_call), per_call[min(len(per_call) - 1, int(0.9 * len(per_call)))]
 

@@ -34,7 +34,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -42,6 +41,7 @@ from seed_reference import seed_file, seed_model_like
 
 from blmkd.bench.machine import matmul_peak_gflops
 from blmkd.bench.runner import cpu_bf16_status
+from blmkd.bench.timing import time_interleaved
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model
 
@@ -94,20 +94,6 @@ def ort_forward(model: torch.nn.Module, x: torch.Tensor, threads: int, folder: s
     session = ort_session(str(path), threads=threads)
     feed = {INPUT_NAME: x.numpy()}
     return lambda: session.run(None, feed)[0]
-
-
-def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each function, run in turn ``repeats`` times after ``warmup`` calls each."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:

@@ -86,3 +86,34 @@ def time_call(
     asynchronous GPU work is inside the measured interval.
     """
     return percentiles(time_samples(fn, warmup=warmup, runs=runs, max_seconds=max_seconds, sync=sync))
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, min_time: float = 0.0, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``repeats`` samples each, taken round-robin so that every
+    function sees the same machine load (ratios between them are then fair on a shared machine).
+
+    Each function is called ``warmup`` times first. A sample repeats the call until ``min_time``
+    seconds have passed (at least once) and is the mean time per call.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            samples[k].append(mean_call_seconds(fn, min_time))
+    return samples
+
+
+def mean_call_seconds(fn: Callable[[], object], min_time: float) -> float:
+    """Mean seconds per call of ``fn`` called back to back until ``min_time`` has passed (at least
+    once): microsecond calls are timed in bulk, so the timer's own cost does not count."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt / n
