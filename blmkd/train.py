@@ -187,6 +187,96 @@ def check_compatible(ckpt: Checkpoint, bundle: Bundle) -> None:
         raise ModelError(f"{ckpt.path.name} was trained on class ids {ids}, the data has {list(scene.class_ids)}")
 
 
+def model_pixels(ck: Checkpoint, scene=None) -> tuple[np.ndarray, np.ndarray, object]:
+    """The training and validation masks ``ck`` was trained and selected on, and their scene.
+
+    The checkpoint records its data options and its split's digest; the split is remade on
+    ``scene`` when that is the model's scene (same digest), else on the model's own recorded
+    scene, which is loaded for it.
+
+    Raises:
+        BlmkdError: the checkpoint records no split digest, or its pixels cannot be rebuilt (its
+            scene cannot be read, or the split made from it differs from the recorded one).
+    """
+    from blmkd.data import load_scene
+
+    digest = ck.meta.get("split", {}).get("digest")
+    if not digest:
+        raise BlmkdError(f"{ck.path.name} records no split digest: its training pixels are unknown, so another split cannot be tested without leakage")
+    opts = DataOptions(**ck.meta.get("data", {}).get("options", {}))
+    if scene is not None:
+        try:
+            split = split_for(scene, opts)
+        except BlmkdError:
+            split = None
+        if split is not None and split.spec["digest"] == digest:
+            return split.train, split.val, scene
+    try:
+        own = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill, progress=False)
+        split = split_for(own, opts)
+    except BlmkdError as exc:
+        raise BlmkdError(f"cannot rebuild the pixels {ck.path.name} was trained on ({str(exc).splitlines()[0]}); "
+                         "evaluate it on its own split") from None  # fmt: skip
+    if split.spec["digest"] != digest:
+        raise BlmkdError(f"the split of {opts.dataset} differs from the one {ck.path.name} was trained on (digest "
+                         f"{split.spec['digest']} != {digest}): its training pixels are unknown")  # fmt: skip
+    return split.train, split.val, own
+
+
+def held_out_bundle(ck: Checkpoint, bundle: Bundle, which: str = "test") -> tuple[Bundle, dict]:
+    """``bundle`` with the pixels ``ck`` was trained and selected on removed from its sets, and the
+    leakage of its ``which`` set measured against the model's own training pixels.
+
+    On the model's own split nothing changes. On another split (strategy, fraction or seed) of the
+    same scene, the model's training and validation pixels are dropped from every set (a pixel the
+    model was trained or selected on is no test of it), and the leakage is the share of the
+    remaining ``which`` windows that contain one of the model's training pixels. On another scene
+    (other height or width) the model saw none of its pixels.
+
+    Returns:
+        ``(bundle, facts)``; ``facts``: ``own_split``, ``removed`` (``{"train", "val"}``: the model's
+        training / validation pixels taken out of the ``which`` set), ``pixels`` (left in it),
+        ``leakage`` (windows holding a model training pixel), ``leakage_train_val`` (… a training or
+        validation pixel), ``note``.
+
+    Raises:
+        BlmkdError: the model's pixels cannot be rebuilt, or none of the ``which`` pixels is left.
+    """
+    from blmkd.data.splits import Split, _digest, compute_leakage
+
+    p = bundle.patch_size
+    own_digest = ck.meta.get("split", {}).get("digest")
+    if own_digest and bundle.split.spec.get("digest") == own_digest:
+        sp = bundle.split
+        mask = getattr(sp, which)
+        return bundle, {"own_split": True, "removed": {"train": 0, "val": 0}, "pixels": int(mask.sum()),
+                        "leakage": compute_leakage(sp.train, mask, p),
+                        "leakage_train_val": compute_leakage(sp.train | sp.val, mask, p),
+                        "note": "the model's own split"}  # fmt: skip
+    m_train, m_val, m_scene = model_pixels(ck, bundle.scene)
+    sp = bundle.split
+    if m_train.shape != sp.train.shape:
+        mask = getattr(sp, which)
+        return bundle, {"own_split": False, "removed": {"train": 0, "val": 0}, "pixels": int(mask.sum()),
+                        "leakage": 0.0, "leakage_train_val": 0.0,
+                        "note": f"another scene than the model's ({m_scene.name}): none of its pixels was seen in training"}  # fmt: skip
+    seen = m_train | m_val
+    mask = getattr(sp, which)
+    removed = {"train": int((mask & m_train).sum()), "val": int((mask & m_val).sum())}
+    train, val, test = sp.train & ~seen, sp.val & ~seen, sp.test & ~seen
+    left = {"train": train, "val": val, "test": test}[which]
+    if not left.any():
+        raise BlmkdError(f"every {which} pixel of this split was a training or validation pixel of {ck.path.name}; "
+                         "nothing is left to evaluate it on")  # fmt: skip
+    spec = {**sp.spec, "minus_model_pixels": own_digest, "digest": _digest(train, val, test)}
+    split = Split(train, val, test, spec, compute_leakage(m_train, test, p))
+    facts = {"own_split": False, "removed": removed, "pixels": int(left.sum()),
+             "leakage": compute_leakage(m_train, left, p), "leakage_train_val": compute_leakage(seen, left, p),
+             "note": f"the model's {removed['train']} training and {removed['val']} validation pixels in this {which} "
+                     f"set were removed; leakage is against the model's training pixels"}  # fmt: skip
+    return Bundle(bundle.options, bundle.scene, split, bundle.prep), facts
+
+
 # ----------------------------------------------------------------------------------------------
 # Augmentation and inference
 

@@ -162,23 +162,29 @@ def evaluate(
     """OA/AA/κ, per-class accuracy and the confusion matrix of a checkpoint on its test split.
 
     Defaults to the checkpoint's own dataset, split and preprocessing, so the numbers are the
-    ones it was trained to be judged on.
+    ones it was trained to be judged on. On another split (--strategy, --train, --seed) the pixels
+    the model was trained and selected on are removed from the evaluated set, and the leakage shown
+    is the share of its windows that contain one of the model's own training pixels.
     """
     from blmkd.checkpoint import load_checkpoint
     from blmkd.io import atomic_write_json
-    from blmkd.train import bundle_from_checkpoint, evaluate_model
+    from blmkd.train import bundle_from_checkpoint, evaluate_model, held_out_bundle
 
     if split_set not in ("test", "val", "train"):
         raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")
     ck = load_checkpoint(checkpoint)
     bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
+    bundle, held = held_out_bundle(ck, bundle, split_set)
     model = ck.build_model()
     rep = evaluate_model(model, bundle, split_set, tta=tta).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
-    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {bundle.split.leakage:.3f})", [(ck.model_name, rep)]))
+    if not held["own_split"]:
+        C.console.print(f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False)
+    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {held['leakage']:.3f} vs the model's training pixels)", [(ck.model_name, rep)]))
     C.console.print(C.per_class_table(rep))
     _print_confusion(rep)
     if json_out:
-        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "tta": tta, "leakage": float(bundle.split.leakage), **rep})
+        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "tta": tta, "leakage": held["leakage"],
+                                     "held_out": held, **rep})  # fmt: skip
 
 
 def _print_confusion(rep: dict) -> None:
