@@ -1,6 +1,6 @@
 """Batch-1 latency of the default student, side by side: C export vs ONNX Runtime, interleaved rounds.
 
-Target (issue 6): one patch in <= 0.05 ms (p50). This machine is shared, so instead of one long run
+Target: one patch in <= 0.05 ms (p50). This machine is shared, so instead of one long run
 per artifact it runs ``--rounds`` rounds, each timing ``--calls`` batch-1 calls of every artifact in
 turn, and prints each artifact's best and median round median and its ratio to the C export per
 round (same round, same machine state).

@@ -1,6 +1,6 @@
 """Whole-scene mapping speed and batch-1 latency of the default student on this CPU, per path.
 
-Targets (issue 6): the default student (``blm_t`` since session 6, ``blm_s`` before) maps a full scene at >= 50,000 px/s (the best of
+Targets: the default student (``blm_t``) maps a full scene at >= 50,000 px/s (the best of
 its FP32/INT8 artifacts and mapping paths) and answers one patch in <= 0.05 ms (p50, batch 1).
 
 For the student checkpoint (default ``runs/bench_quant/<default student>/best.safetensors``) this exports FP32

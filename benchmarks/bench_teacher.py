@@ -5,8 +5,8 @@ Paper configuration by default: 200 bands, 16 classes, 7×7 patches, batch 256, 
 with ``time.perf_counter``), the p90 time per batch, the speed-up over the seed, parameters and FLOPs
 per patch (matmul/conv FLOPs, see :mod:`blmkd.flops`).
 
-The seed row needs ``.scratch/seed_ref.py``: the SSAMamba code of the seed text (lines ~204-815 of
-``/work/shared/seeds/002_09ae7cf81db88eae.txt``), kept out of git. When it is there, the seed model
+The seed row reads the paper's SSAMamba code from the seed text at run time (``seed_reference.py``:
+``shared/seeds/002_09ae7cf81db88eae.txt`` beside the repository, or ``$BLMKD_SEED_FILE``). When it is there, the seed model
 gets our model's weights and the logits of both are compared before timing, so the two rows are the
 same network; the runs are interleaved so that both see the same machine load. On a CPU with BF16
 dot products (AVX512-BF16, AMX) a ``bf16 autocast`` row is added: faster but not exact, so its
@@ -31,56 +31,27 @@ says how far an exact FP32 speed-up can go on this machine at all.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from seed_reference import seed_file, seed_model_like
 
 from blmkd.bench.machine import matmul_peak_gflops
 from blmkd.bench.runner import cpu_bf16_status
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model
 
-SEED_REF = Path(__file__).resolve().parents[1] / ".scratch" / "seed_ref.py"
-# Our names for the seed's modules where they differ (the rest of the state dict matches).
-_SEED_RENAMES = {
-    "input_proj.proj.0.": "input_proj.conv1.",
-    "input_proj.proj.1.": "input_proj.bn1.",
-    "input_proj.proj.3.": "input_proj.conv2.",
-    "input_proj.proj.4.": "input_proj.bn2.",
-    "classifier.0.": "head.",
-}
-
 
 def load_seed(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The seed's SSAMamba with ``model``'s weights, or None when ``.scratch/seed_ref.py`` is absent."""
-    if not SEED_REF.exists():
+    """The seed's SSAMamba with ``model``'s weights, or None when the seed text is not found."""
+    try:
+        return seed_model_like(model)
+    except FileNotFoundError:
         return None
-    spec = importlib.util.spec_from_file_location("seed_ref", SEED_REF)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    c = model.config
-    seed_cfg = mod.SSAMambaConfig(
-        in_channels=c.bands, patch_size=c.patch_size, n_classes=c.num_classes, d_model=c.d_model,
-        d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, depth=c.depth, n_heads=c.n_heads, dropout=c.dropout,
-    )
-    seed = mod.SSAMamba(seed_cfg)
-    ours = model.state_dict()
-    mapped = {}
-    for key in seed.state_dict():
-        our_key = key
-        for a, b in _SEED_RENAMES.items():
-            if key.startswith(a):
-                our_key = b + key[len(a):]
-        mapped[key] = ours[our_key]
-    seed.load_state_dict(mapped)
-    return seed.eval()
 
 
 # Matmul-like aten ops, as a dispatch mode sees them under inference_mode (composites not decomposed).
@@ -168,7 +139,7 @@ def main() -> None:
     rows = {"blmkd (ssm_impl=conv)": model}
     seed = None if args.no_seed else load_seed(model)
     if seed is None and not args.no_seed:
-        print(f"seed reference skipped: {SEED_REF} not found (extract the seed's SSAMamba code there)")
+        print(f"seed reference skipped: {seed_file()} not found (set $BLMKD_SEED_FILE)")
     if seed is not None:
         rows = {"seed reference": seed, **rows}
 

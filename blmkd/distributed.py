@@ -47,6 +47,40 @@ class DistContext:
 
 
 _CTX: DistContext | None = None
+_LOCAL_DEVICE = torch.device("cpu")  # where a single process (no torchrun) trains: set_local_device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA where a GPU is visible) as a device.
+
+    Raises:
+        BlmkdError: an unknown name, or CUDA asked for where PyTorch sees no GPU.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise BlmkdError(f"--device must be cpu, cuda, cuda:N or auto, not {name!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BlmkdError("--device cuda: no CUDA GPU visible to PyTorch (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BlmkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def set_local_device(device: str | torch.device) -> torch.device:
+    """Where a process that torchrun did not launch trains and runs teachers (default: the CPU).
+
+    Under torchrun each rank's device comes from the backend instead (``cuda:LOCAL_RANK`` with NCCL).
+    """
+    global _LOCAL_DEVICE
+    _LOCAL_DEVICE = device if isinstance(device, torch.device) else resolve_device(device)
+    return _LOCAL_DEVICE
 
 
 def launched_by_torchrun() -> bool:
@@ -88,7 +122,7 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Dist
         _CTX = DistContext(dist.get_rank(), dist.get_world_size(), local, name, _device(name, local))
         return _CTX
     if not launched_by_torchrun():
-        return DistContext()  # not cached: a group made later by the caller is still found
+        return DistContext(device=_LOCAL_DEVICE)  # not cached: a group made later by the caller is still found
     if not dist.is_available():
         raise BlmkdError("launched by torchrun, but this torch was built without torch.distributed")
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
@@ -110,7 +144,7 @@ def _device(backend: str, local_rank: int) -> torch.device:
 
 def context() -> DistContext:
     """The current context, without joining a group (a world of one before :func:`init_from_env`)."""
-    return _CTX if _CTX is not None else DistContext()
+    return _CTX if _CTX is not None else DistContext(device=_LOCAL_DEVICE)
 
 
 def rank() -> int:

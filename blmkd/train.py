@@ -85,8 +85,21 @@ class Bundle:
 
         return PatchExtractor(self.prep.to_bytes(self.scene.cube), self.patch_size)
 
-    def extractor(self, input_kind: str):
-        return self.byte_extractor if input_kind == "uint8" else self.float_extractor
+    def extractor(self, input_kind: str, device: torch.device | str | None = None):
+        """The patch extractor of the model's input kind; on ``device`` (a GPU), a copy of the padded
+        cube is uploaded there once (in its own dtype: bytes stay bytes) and windows are cut there."""
+        ext = self.byte_extractor if input_kind == "uint8" else self.float_extractor
+        if device is None or torch.device(device).type == "cpu":
+            return ext
+        from blmkd.data.patches import PatchExtractor
+
+        on = self.__dict__.setdefault("_on_device", {})
+        key = (input_kind, str(torch.device(device)))
+        if key not in on:
+            r = ext.radius
+            cube = ext.padded[:, r : ext.padded.shape[1] - r, r : ext.padded.shape[2] - r]  # (B, H, W) view
+            on[key] = PatchExtractor(cube.permute(1, 2, 0).numpy(), self.patch_size, device=device)
+        return on[key]
 
     def coords(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """rows, cols, labels of the ``train``/``val``/``test`` pixels in row-major order."""
@@ -293,6 +306,7 @@ def dihedral(x: torch.Tensor, variant: int) -> torch.Tensor:
 def apply_variants(x: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:
     """Apply a per-sample dihedral variant (N,) to x (N, C, P, P)."""
     out = x.clone()
+    variants = variants.to(x.device)
     for v in torch.unique(variants).tolist():
         if v == 0:
             continue
@@ -342,6 +356,9 @@ def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_
 # Training
 
 
+AMP_MODES = ("off", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (paper: AdamW, lr 1e-3, weight decay 5e-4)."""
@@ -358,8 +375,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_balance: float = 0.0  # β of the effective-number class weights (Cui et al. 2019); 0 = off
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0 = off)
+    amp: str = "off"  # mixed precision of the training steps: "off" (FP32) or "bf16" (autocast)
     eval_batch: int = 512
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise TrainingError(f"--amp must be one of {', '.join(AMP_MODES)}, not {self.amp!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -535,7 +557,8 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed + 1)
 
     input_kind = getattr(model, "input_kind", "float")
-    extractor = bundle.extractor(input_kind)
+    device, home = ctx.device, next(model.parameters()).device
+    extractor = bundle.extractor(input_kind, device)  # on a GPU: the cube uploaded once, windows cut there
     rows, cols, labels = bundle.coords("train")
     if len(rows) == 0:
         raise TrainingError("the split has no training pixels")
@@ -552,7 +575,6 @@ def fit(
             f"at least {2 * world} (every rank needs two samples for BatchNorm)"
         )
 
-    device, home = ctx.device, next(model.parameters()).device
     model.to(device)
     for m in extra_modules or []:
         m.to(device)
@@ -602,6 +624,10 @@ def fit(
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    # BF16 autocast: matmuls and convolutions in bfloat16, reductions and the loss in float32; no
+    # loss scaling is needed (bfloat16 has float32's exponent range). Validation stays FP32.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+    y_dev = y_all.to(device)
     t0 = time.perf_counter()
     stopped_early = False
     epoch = start_epoch - 1
@@ -627,12 +653,12 @@ def fit(
                 if world > 1:  # this rank's share of the global batch (all ranks drew the same idx, variants)
                     share = D.shard(n_global)
                     idx, variants = idx[share], variants[share]
-                x = extractor.gather(rows[idx.numpy()], cols[idx.numpy()])
+                x = extractor.gather(rows[idx.numpy()], cols[idx.numpy()])  # on `device`
                 if cfg.augment:
                     x = apply_variants(x, variants)
-                y = y_all[idx]
-                x, y = x.to(device), y.to(device)
-                loss, logits, parts = objective(net, x, y, idx, variants, epoch)
+                y = y_dev[idx.to(device, non_blocking=True)]
+                with autocast:
+                    loss, logits, parts = objective(net, x, y, idx, variants, epoch)
                 n = len(idx)
                 stats = [float(loss.detach()) * n, n, int((logits.detach().argmax(1) == y).sum())]
                 stats += [v * n for v in parts.values()]

@@ -5,7 +5,7 @@ carries), the model's sizes as macros, its weights as ``static const float`` arr
 dequantization folded into the first layer) and the kernel of ``blm_student.c``. It is what a team
 without ONNX Runtime on board compiles into its firmware, and on a CPU host it is the fastest way to
 classify one patch: a single call with no graph executor, no per-node dispatch and no allocation.
-Measured side by side on this project's 2-core AMD EPYC (README, session 11): ``blm_t`` batch-1 p50
+Measured side by side on a 2-core AMD EPYC (2026-12-03, ``docs/results.md``): ``blm_t`` batch-1 p50
 27–36 µs against ONNX Runtime's 62–120 µs, whose fixed per-node cost dominates a 1-MFLOP student;
 whole-scene maps through ``blm_pixels``/``blm_tokens`` (``predict --mode encode-c``) 75–94 k px/s
 on 2 threads against encode-ort's 44–48 k in the same run.

@@ -371,7 +371,7 @@ class SSAMamba(ChunkedInference, nn.Module):
     input_kind = "float"  # takes float reflectance patches (students take uint8)
     #: :class:`~blmkd.models.ChunkedInference`. At the paper size a 64-patch chunk's largest
     #: intermediate (the in-projection, 64·49·1024 floats) is 12.8 MB, below glibc's 32 MB mmap
-    #: threshold; whole batches of 256 ran 1.38× slower (session 9, batch 256, 2 threads).
+    #: threshold; whole batches of 256 ran 1.38× slower (2026-12-03, batch 256, 2 threads).
     infer_chunk = 64
 
     def __init__(self, cfg: SSAMambaConfig):

@@ -17,6 +17,7 @@ from blmkd.bench.timing import time_samples
 
 _JETSON_MODEL = Path("/proc/device-tree/model")
 _TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+_CPUINFO = Path("/proc/cpuinfo")
 
 
 def jetson_model() -> str | None:
@@ -34,7 +35,7 @@ def jetson_model() -> str | None:
 
 def cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in _CPUINFO.read_text().splitlines():
             if line.lower().startswith(("model name", "hardware")):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -61,7 +62,7 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
     """
     if cpuinfo is None:
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
+            cpuinfo = _CPUINFO.read_text()
         except OSError:
             cpuinfo = ""
     have: set[str] = set()

@@ -152,6 +152,8 @@ class SceneClassifier:
         # 64 windows stay in L2); so is the C kernel's window path (the gathered windows stay in
         # cache); PyTorch pays ~0.3 ms per call and chunks big batches itself.
         small = self.mode in ("encode-ort", "encode-c") or getattr(self.runner, "backend", "") == "onnxruntime"
+        if not str(getattr(self.runner, "device", "cpu")).startswith("cpu"):
+            return GPU_BATCH  # a GPU wants big launches: one call per 16,384 windows
         return 64 if small else 256
 
     @classmethod
@@ -296,22 +298,11 @@ class SceneClassifier:
         hp, wp, d = lat.shape
         shape = (hp - p + 1, wp - p + 1, p, p, d)
         if lat.device.type != "cpu":
-            win = lat.as_strided(shape, (wp * d, d, wp * d, d, 1))  # (h, W, P, P, d) view
-            r, c = (torch.from_numpy(np.asarray(a, np.int64)).to(lat.device) for a in (rows, cols))
-            with torch.inference_mode():
-                out = [
-                    self.runner.model.forward_latent(
-                        win[r[i : i + batch], c[i : i + batch]].permute(0, 3, 1, 2)
-                    )
-                    .float()
-                    .cpu()
-                    for i in range(0, len(r), batch)
-                ]
-            return torch.cat(out).numpy()
+            return window_logits_torch(self.runner.model, lat, rows, cols, p, batch).cpu().numpy()
         if self.session is not None:
             feats = (lat.reshape(hp * wp, d).numpy(), *self._pixel_features(lat))  # (hp·wp, ·) × 3
             # Each worker runs its own session: two threads calling one session contend inside ORT
-            # (session 6, 2 cores: ORT alone on pre-gathered windows 27.0 vs 22.2 µs per window,
+            # (2-core AMD EPYC, 2026-12-02: ORT alone on pre-gathered windows 27.0 vs 22.2 µs per window,
             # one shared vs one each; a whole Indian Pines map 1.03x, medians of 15 interleaved).
             free = queue.SimpleQueue()
             for sess in self.sessions:
@@ -366,6 +357,74 @@ class SceneClassifier:
         else:
             out = [run(i) for i in starts]
         return np.concatenate(out).astype(np.float32, copy=False)
+
+
+GPU_BATCH = 16384  # windows per call of the GPU map path (SceneClassifier.default_batch on CUDA)
+
+
+def window_logits_torch(model, lat, rows, cols, patch: int, batch: int = GPU_BATCH, forward=None):
+    """Logits ``(N, K)`` float32, on ``lat``'s device, of the ``P×P`` windows of an encoded tile
+    ``lat (hp, wp, d_model)`` whose top-left corners are ``(rows, cols)``.
+
+    Each batch of windows is one gather from the flat latent image straight into scan order,
+    ``(n, L, d_model)`` tokens, classified by ``forward`` (default :meth:`BLMStudent.forward_scanned`):
+    no ``(n, P, P, d)`` intermediate and no reorder of the tokens. A given ``forward`` (e.g. a
+    ``torch.compile(..., dynamic=False)`` of it) always sees ``batch`` windows: the last batch is
+    padded, so one compiled shape serves the whole scene.
+    """
+    import torch
+
+    hp, wp, d = lat.shape
+    dev = lat.device
+    order = torch.tensor(model.scan_order(patch), device=dev)  # (L,) raster indices in scan order
+    offsets = (order // patch) * wp + order % patch  # (L,) flat offsets of a window's tokens
+    r, c = (
+        a.to(dev, torch.int64) if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, np.int64)).to(dev)
+        for a in (rows, cols)
+    )
+    starts = r * wp + c  # (N,) flat index of each window's top-left token
+    flat = lat.reshape(hp * wp, d)  # (hp·wp, d) view
+    fwd = forward or model.forward_scanned
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch):
+            idx = starts[i : i + batch]  # (n,)
+            n = len(idx)
+            if forward is not None and n < batch:  # one shape for a compiled forward: pad the last batch
+                idx = torch.cat([idx, idx.new_zeros(batch - n)])
+            out.append(fwd(flat[idx[:, None] + offsets])[:n].float())  # (n, K)
+    return torch.cat(out) if out else torch.zeros((0, model.config.num_classes), device=dev)
+
+
+def map_bytes_torch(model, cube, patch: int, *, tile: int = 256, batch: int = 65536, forward=None):
+    """``(H, W)`` class indices (int64, on the GPU) of a whole byte scene ``cube (H, W, bands)``, a
+    uint8 tensor already on the student's device: the GPU map path with no host round trip.
+
+    The scene travels as bytes (uploaded once, a quarter of its float size); per tile of rows it
+    is reflect-padded by index (the windows :func:`predict_scene` makes), dequantized and encoded
+    once per pixel, and its windows are classified by :func:`window_logits_torch`. Wrap the call in
+    ``torch.autocast`` for BF16/FP16.
+    """
+    import torch
+
+    h, w, _ = (int(v) for v in cube.shape)
+    r = check_patch_size(patch, h, w) // 2
+    dev = cube.device
+    cidx = torch.from_numpy(reflect_index(-r, w + r, w)).to(dev)  # (W + 2r,)
+    pred = torch.empty((h, w), dtype=torch.int64, device=dev)
+    with torch.inference_mode():
+        for r0 in range(0, h, tile):
+            r1 = min(h, r0 + tile)
+            ridx = torch.from_numpy(reflect_index(r0 - r, r1 + r, h)).to(dev)  # (rows + 2r,)
+            x = cube.index_select(0, ridx).index_select(1, cidx)  # (rows + 2r, W + 2r, bands) uint8
+            hp, wp, bands = x.shape
+            lat = model.encoder.tokens(x.permute(2, 0, 1)[None], model.in_scale, model.in_offset)  # (1, hp·wp, d)
+            lat = lat.reshape(hp, wp, -1)  # (hp, wp, d_model)
+            rr = torch.arange(r1 - r0, device=dev).repeat_interleave(w)  # (rows·W,)
+            cc = torch.arange(w, device=dev).repeat(r1 - r0)  # (rows·W,)
+            lg = window_logits_torch(model, lat, rr, cc, patch, batch, forward)  # (rows·W, K)
+            pred[r0:r1] = lg.argmax(1).view(r1 - r0, w)
+    return pred
 
 
 class LatentGraphError(BlmkdError):

@@ -43,7 +43,7 @@ DEFAULT_BATCHES = (1, 64, 1024)
 _MAX_SAMPLES_KEPT = 2000  # raw latency samples kept per artifact for the distribution plot
 #: Batch-1 latency is timed for at least this long (after ``runs`` calls, and a warm-up of a tenth
 #: of it): ``--runs 100`` of a 30 µs C export alone are 3 ms, and the demo's short run once gave
-#: that export a p50 of 0.056 ms where 2,000 calls give 0.033 (session 11).
+#: that export a p50 of 0.056 ms where 2,000 calls give 0.033 (2-core AMD EPYC, 2026-12-03).
 LATENCY_MIN_SECONDS = 0.5
 
 

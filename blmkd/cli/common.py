@@ -26,10 +26,10 @@ def _console() -> Console:
 
 console = _console()
 
-#: The student `distill`, `train-student` and `demo` use unless told otherwise. `blm_t` since session 6:
+#: The student `distill`, `train-student` and `demo` use unless told otherwise. `blm_t`, because
 #: on Indian Pines' 10% split it was as accurate as `blm_s` trained alone on the same five seeds
 #: (OA 98.03 ± 0.46 vs 97.77 ± 0.59, AA 96.20 vs 94.94) with 0.64× its FLOPs, and it maps a scene
-#: 1.5× faster (README, Measured results).
+#: 1.5× faster (docs/results.md, Students trained alone).
 DEFAULT_STUDENT = "blm_t"
 
 # Dataset and split options: the same names as `blmkd split` wherever data is read.
@@ -48,6 +48,8 @@ AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Give a class to
 TrainMap = Annotated[Path | None, typer.Option("--train-map", help="Fixed split: map of training pixels (ground-truth ids, 0 = not used).")]
 TestMap = Annotated[Path | None, typer.Option("--test-map", help="Fixed split: map of test pixels.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+TrainDevice = Annotated[str, typer.Option("--device", help="Where to train: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N. Under torchrun each rank uses its own GPU.")]
+Amp = Annotated[str, typer.Option("--amp", help="Mixed precision of the training steps: off (FP32) or bf16 (bfloat16 autocast; CUDA GPUs and CPUs with BF16 units).")]
 
 
 def data_options(**kw):

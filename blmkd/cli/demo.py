@@ -49,7 +49,7 @@ def demo(
     # T 2 and λ_max 0.5, not the paper's T 4 and λ → 1: on Indian Pines the paper's schedule lost the
     # small classes with every teacher tried. Unlabelled pixels plus class-balanced weights (β 0.9)
     # is the recipe that beat the same student alone on 5 of 5 seeds with the paper-size teachers
-    # (README, Distillation and Measured results, session 10).
+    # (docs/distillation.md, docs/results.md).
     distill(teacher=out / "teacher", student=student, epochs=student_epochs, warmup_epochs=max(1, student_epochs // 4),
             temperature=temperature, lambda_max=lambda_max, unlabelled=unlabelled, class_balance=class_balance,
             out=out / "student", progress=progress, patience=max(20, student_epochs // 2))  # fmt: skip

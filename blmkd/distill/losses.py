@@ -74,7 +74,8 @@ class KDLoss(nn.Module):
     case ``TCKD + (1 − q_y)·NCKD`` per pixel: it passes on the teacher's confidence in the label
     and damps the "dark knowledge" wherever the teacher is sure. With ``α = 0`` the student takes
     how the wrong classes relate from the teacher and how sure to be from the labels, which keeps
-    the classes with a handful of training pixels that the teacher itself is unsure of (README).
+    the classes with a handful of training pixels that the teacher itself is unsure of (the aim; on
+    Indian Pines' 10% split it did not: docs/results.md, Other recipes).
     The target ``y`` is the label where there is one, else the teacher's top class.
 
     Args:

@@ -44,7 +44,19 @@ def test_no_flags_says_unknown():
     assert cpu_isa("") == {"flags": [], "int8_dot": False, "bf16_dot": False, "note": "CPU features unknown (no /proc/cpuinfo flags)"}
 
 
-def test_machine_info_carries_this_cpus_features():
+def test_machine_info_reads_the_machines_cpuinfo(monkeypatch, tmp_path):
+    import json
+
+    from blmkd.bench import machine
+
+    recorded = tmp_path / "cpuinfo"
+    recorded.write_text(INTEL_VNNI)
+    monkeypatch.setattr(machine, "_CPUINFO", recorded)
+    info = json.loads(json.dumps(machine_info()))  # JSON-ready, as the report stores it
+    assert info["cpu"] == "Intel(R) Xeon(R) Processor"
+    assert info["cpu_isa"]["int8_dot"] and info["cpu_isa"]["flags"][-1] == "avx512_bf16"
+    recorded.write_text(JETSON_ORIN)
     info = machine_info()
-    assert set(info["cpu_isa"]) == {"flags", "int8_dot", "bf16_dot", "note"}
-    assert info["cpu_isa"] == cpu_isa()
+    assert info["cpu_isa"]["flags"] == ["asimd", "asimddp"] and info["cpu_isa"]["note"] == "int8 dot products"
+    recorded.unlink()  # no /proc/cpuinfo (macOS, some containers): the facts say so, nothing raises
+    assert machine_info()["cpu_isa"]["note"] == "CPU features unknown (no /proc/cpuinfo flags)"

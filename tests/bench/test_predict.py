@@ -189,12 +189,83 @@ def test_write_maps(scene, tmp_path):
         write_map(tmp_path / "m.jpg", pred, scene.class_ids, scene.class_names)
 
 
-def test_geotiff_without_rasterio_is_a_clear_error(scene, tmp_path):
-    pytest.importorskip("numpy")
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        with pytest.raises(BlmkdError, match="needs rasterio"):
-            write_map(tmp_path / "m.tif", np.zeros((3, 3), np.int16), scene.class_ids, scene.class_names)
-    else:
-        pytest.skip("rasterio is installed")
+# ----------------------------------------------------------------------------------------------
+# The GPU map path (runs on the CPU too: the same tensor code)
+
+
+def _windows_ref(model, cube_u8, patch):
+    """Per-patch logits of every pixel's reflect-padded window: the slow, obvious reference."""
+    import numpy as np
+    import torch
+
+    from blmkd.bench.predict import reflect_index
+
+    h, w, b = cube_u8.shape
+    r = patch // 2
+    pad = cube_u8[reflect_index(-r, h + r, h)][:, reflect_index(-r, w + r, w)]  # (H+2r, W+2r, B)
+    win = np.lib.stride_tricks.sliding_window_view(pad, (patch, patch), axis=(0, 1))  # (H, W, B, P, P)
+    with torch.inference_mode():
+        return model(torch.from_numpy(np.ascontiguousarray(win.reshape(-1, b, patch, patch))))
+
+
+def test_map_bytes_torch_equals_per_patch_inference():
+    import torch
+
+    from blmkd.bench.predict import map_bytes_torch
+    from blmkd.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("blm_t", bands=30, num_classes=5).eval()
+    cube = torch.randint(0, 256, (20, 17, 30), dtype=torch.uint8)
+    ref = _windows_ref(model, cube.numpy(), 7).argmax(1).view(20, 17)
+    # tiles and batches that do not divide the scene; a given forward sees padded, equal batches
+    shapes = []
+
+    def fwd(h):
+        shapes.append(tuple(h.shape))
+        return model.forward_scanned(h)
+
+    assert torch.equal(map_bytes_torch(model, cube, 7, tile=6, batch=50), ref)
+    assert torch.equal(map_bytes_torch(model, cube, 7, tile=6, batch=50, forward=fwd), ref)
+    assert set(shapes) == {(50, 49, 24)}
+
+
+def test_forward_scanned_equals_forward_latent():
+    import torch
+
+    from blmkd.models import create_model
+
+    torch.manual_seed(1)
+    model = create_model("blm_s", bands=12, num_classes=4).eval()
+    lat = torch.randn(6, model.config.d_model, 5, 5)  # (N, d, P, P)
+    order = torch.tensor(model.scan_order(5))
+    tokens = lat.flatten(2).transpose(1, 2)[:, order]  # (N, L, d) in scan order
+    with torch.inference_mode():
+        assert torch.allclose(model.forward_scanned(tokens), model.forward_latent(lat), atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_gpu_map_and_cuda_graphs_match_the_cpu():
+    import torch
+
+    from blmkd.bench.predict import map_bytes_torch
+    from blmkd.export.runtime import CudaGraphs
+    from blmkd.models import create_model
+    from blmkd.students.blm import NARROW_LN_ROWS, layer_norm
+
+    torch.manual_seed(0)
+    model = create_model("blm_t", bands=30, num_classes=5).eval()
+    cube = torch.randint(0, 256, (40, 33, 30), dtype=torch.uint8)
+    cpu = map_bytes_torch(model, cube, 7)
+    gpu = map_bytes_torch(model.cuda(), cube.cuda(), 7)
+    assert (gpu.cpu() == cpu).float().mean() > 0.999
+    x = torch.randint(0, 256, (1, 30, 7, 7), dtype=torch.uint8, device="cuda")
+    graphs = CudaGraphs(model)
+    with torch.inference_mode():
+        assert torch.equal(graphs(x).clone(), model(x))
+        x2 = torch.randint(0, 256, (1, 30, 7, 7), dtype=torch.uint8, device="cuda")
+        assert torch.equal(graphs(x2).clone(), model(x2))  # replayed on new input
+        t = torch.randn(NARROW_LN_ROWS, 24, device="cuda")
+        ln = model.layers[0].norm
+        assert torch.allclose(layer_norm(ln, t), ln(t), atol=1e-5)

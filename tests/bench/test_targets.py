@@ -10,12 +10,25 @@ from blmkd.bench.targets import PROFILES, get_profile, judge, load_profiles
 from blmkd.errors import BlmkdError
 
 
-def test_builtin_profiles_have_budgets():
-    for name in ("cpu", "cuda", "jetson-orin-nano", "jetson-agx-orin", "drone", "smallsat"):
-        p = PROFILES[name]
-        assert p.latency_ms and p.memory_mb and p.min_throughput_px_s
-    assert PROFILES["jetson-orin-nano"].power_modes_w == (7, 15, 25)
-    assert PROFILES["cpu"].power_w is None
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_each_builtin_profile_passes_at_its_budgets_and_fails_past_each(name):
+    p = PROFILES[name]
+    budgets = {"latency": p.latency_ms, "memory": p.memory_mb, "throughput": p.min_throughput_px_s, "power": p.power_w}
+    assert None not in (p.latency_ms, p.memory_mb, p.min_throughput_px_s)  # every target has these three
+
+    def row(**over):
+        vals = {**budgets, **over}
+        return _row(latency={"p50_ms": vals["latency"]}, memory_mb=vals["memory"], best_px_s=vals["throughput"],
+                    power_w=vals["power"])  # fmt: skip
+
+    at = judge(p, row(), p.device)  # every budget met exactly: the bounds are inclusive
+    assert at.label == "PASS" and not at.caveat
+    assert [c.quantity for c in at.checks] == [q for q, b in budgets.items() if b is not None]
+    for quantity, budget in budgets.items():
+        if budget is None:
+            continue
+        missed = judge(p, row(**{quantity: budget * (0.99 if quantity == "throughput" else 1.01)}), p.device)
+        assert missed.label == "FAIL" and [c.quantity for c in missed.checks if not c.passed] == [quantity]
 
 
 def test_toml_overrides_a_field_and_adds_a_profile(tmp_path):

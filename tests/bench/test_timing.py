@@ -57,11 +57,19 @@ def test_time_samples_min_seconds_keeps_timing_a_fast_call(monkeypatch):
 
 def test_peak_memory_sees_a_transient_allocation():
     assert rss_bytes() > 0 and peak_rss_bytes() >= rss_bytes() // 2
-    with PeakMemory() as m:
-        a = np.ones(96 << 20, dtype=np.uint8)  # touched: 96 MiB resident
-        del a
-    assert m.peak_mb is not None and 80 <= m.peak_mb <= 400, (m.peak_mb, m.method)
-    assert "RSS growth" in m.method
-    with PeakMemory() as small:
+
+    def peak(mib: int) -> PeakMemory:
+        with PeakMemory() as m:
+            a = np.ones(mib << 20, dtype=np.uint8)  # touched: resident at once
+            del a  # gone before the block ends: only a peak can see it
+        assert m.peak_mb is not None and "RSS growth" in m.method, m.method
+        return m
+
+    # Bounds from the code's arithmetic, not from this machine: the block adds at least the array,
+    # and twice the array adds the difference (whatever the allocator or the interpreter add around it).
+    small, big = peak(64), peak(128)
+    assert small.peak_mb >= 64 * 0.97 and big.peak_mb >= 128 * 0.97, (small.peak_mb, big.peak_mb)
+    assert big.peak_mb - small.peak_mb == pytest.approx(64, abs=64 * 0.1), (small.peak_mb, big.peak_mb)
+    with PeakMemory() as none:
         pass
-    assert small.peak_mb < 50
+    assert none.peak_mb < small.peak_mb / 4

@@ -34,7 +34,16 @@ def test_five_seeds_cannot_reach_five_percent_by_sign_flips():
 def test_mixed_signs_ties_and_a_worse():
     s = paired_stats([0.90, 0.80, 0.85, 0.70], [0.95, 0.80, 0.90, 0.80])
     assert (s["wins"], s["losses"], s["ties"]) == (0, 3, 1)
-    assert s["mean_delta"] == pytest.approx(-0.05) and s["verdict"] in ("A < B", "no difference shown")
+    # deltas −5, 0, −5, −10 pp: mean −5, sd √(50/3) = 4.0825, t(0.975, 3) = 3.182446
+    # -> half width 3.182446 · 4.0825 / 2 = 6.4961 pp: [−11.496, +1.496] pp holds 0
+    assert s["mean_delta"] == pytest.approx(-0.05) and s["std_delta"] == pytest.approx(math.sqrt(50 / 3) / 100)
+    assert s["ci95"] == pytest.approx([-0.114961, 0.014961], abs=1e-6) and s["verdict"] == "no difference shown"
+    assert s["p_signflip"] == pytest.approx(4 / 16)  # the tie's sign is free: 2 of 8 flips of the rest reach 20 pp
+    assert s["p_t"] == pytest.approx(0.09172, abs=5e-5)  # t = −5 / (4.0825 / 2) = −2.449, df 3
+    # the six pairs of test_paired_stats_by_hand with A and B swapped: the interval excludes 0 below it
+    worse = paired_stats([0.5] * 6, [0.5 + k / 100 for k in range(1, 7)])
+    assert worse["ci95"] == pytest.approx([-0.054633, -0.015367], abs=1e-5) and worse["verdict"] == "A < B"
+    assert (worse["wins"], worse["losses"]) == (0, 6)
     one = paired_stats([0.9], [0.8])
     assert one["ci95"] is None and one["p_t"] is None and one["verdict"] == "no difference shown"
     with pytest.raises(ValueError):

@@ -55,14 +55,14 @@ def test_tta_averages_the_probabilities_of_the_8_views(ip_bundle):
 def test_fit_writes_checkpoints_log_and_resumes(ip_bundle, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=128, patience=0)
     res = fit(_teacher(ip_bundle), ip_bundle, cfg, tmp_path, progress=False)
-    assert res.epochs_run == 1 and 0.0 <= res.test["oa"] <= 1.0
+    assert res.epochs_run == 1
     for name in ("best.safetensors", "best.json", "last.safetensors", "metrics.jsonl"):
         assert (tmp_path / name).exists()
     best = load_checkpoint(tmp_path)
     assert best.meta["split"]["strategy"] == "ratio"
     assert best.meta["data"]["num_classes"] == 10
     assert [c["id"] for c in best.meta["data"]["classes"]] == [2, 3, 4, 5, 6, 10, 11, 12, 15, 16]
-    assert "test" in best.meta["metrics"]
+    assert best.meta["metrics"]["test"]["oa"] == pytest.approx(res.test["oa"])  # the result is what was saved
     # resume continues from the saved epoch, it does not start over
     cfg2 = TrainConfig(epochs=2, batch_size=128, patience=0)
     res2 = fit(_teacher(ip_bundle), ip_bundle, cfg2, tmp_path, resume=True, progress=False)
@@ -98,7 +98,10 @@ def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
     assert load_checkpoint(out).meta["training"]["ema"] == 0.99  # teachers average their weights by default
     main(["evaluate", str(out), "--json", str(tmp_path / "rep.json")])
     rep = json.loads((tmp_path / "rep.json").read_text())
-    assert rep["set"] == "test" and 0 <= rep["oa"] <= 1 and len(rep["per_class"]) == 10
+    assert rep["set"] == "test" and len(rep["per_class"]) == 10
+    # the checkpoint rebuilt from its file, on the split it records: what training measured
+    recorded = load_checkpoint(out).meta["metrics"]["test"]
+    assert (rep["oa"], rep["aa"], rep["kappa"]) == pytest.approx((recorded["oa"], recorded["aa"], recorded["kappa"]))
     text = capsys.readouterr().out
     assert "OA" in text and "confusion" in text
     main(["evaluate", str(out), "--tta", "--json", str(tmp_path / "tta.json")])

@@ -232,8 +232,12 @@ def test_gt_key_override_and_preference_for_integer_gt(tmp_path):
     scene = load_scene(path, gt_key="test")
     assert scene.class_ids == [2]
     auto = load_scene(path)
-    assert auto.extra["gt_key"] in {"train", "test"}  # integer arrays win over the float image
-    assert "gt_key_note" in auto.extra
+    # integer arrays win over the float image; between equals the file's first one is used, and said
+    assert auto.extra["gt_key"] == "train" and auto.class_ids == [1]
+    assert "others: test, mean_image" in auto.extra["gt_key_note"]
+    hinted = write_mat5(tmp_path / "h.mat", cube=rng.random((5, 6, 3)), mask=np.ones((5, 6), np.uint8),
+                        class_map=np.full((5, 6), 4, np.uint8))  # fmt: skip
+    assert load_scene(hinted).extra["gt_key"] == "class_map"  # a ground-truth-like name wins over order
 
 
 def test_envi_wavelengths_in_micrometres(tmp_path):
@@ -369,14 +373,3 @@ def test_float_gt_with_whole_numbers_is_fine():
 def test_unsupported_suffix(tmp_path):
     (tmp_path / "cube.xyz").write_bytes(b"123")
     raises_one_line("unsupported file type '.xyz'", load_scene, tmp_path / "cube.xyz")
-
-
-def test_geotiff_needs_geo_extra(tmp_path):
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("rasterio is installed: the missing-extra error cannot happen")
-    (tmp_path / "scene.tif").write_bytes(b"II*\x00")
-    raises_one_line(r"needs rasterio.*pip install 'blmkd\[geo\]'", load_scene, tmp_path / "scene.tif")

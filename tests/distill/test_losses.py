@@ -27,11 +27,6 @@ SCE_ROW1 = math.log(_Z1) - (0.5 * _a + 1.0 * _b + 1.5 * _c) / _Z1
 KD_SCE = (SCE_ROW1 + math.log(3)) / 2  # ≈ 1.21948
 
 
-def test_golden_constants_are_what_the_comments_say():
-    assert KD_KL == pytest.approx(0.70065, abs=1e-5)
-    assert KD_SCE == pytest.approx(1.21948, abs=1e-5)
-
-
 def test_lambda_schedule_golden():
     assert [lambda_schedule(e, 4) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert [lambda_schedule(e, 2, 0.2, 0.6) for e in (0, 1, 2, 10)] == pytest.approx([0.2, 0.4, 0.6, 0.6])
@@ -48,11 +43,17 @@ def test_lambda_schedule_rejects_bad_arguments(args):
 
 
 def test_kd_kl_hand_computation():
-    assert KDLoss(T, "kl")(Z_S, Z_T).item() == pytest.approx(KD_KL, rel=1e-6)
+    got = KDLoss(T, "kl")(Z_S, Z_T).item()
+    assert got == pytest.approx(KD_KL, rel=1e-6)
+    assert got == pytest.approx(0.70065, abs=1e-5)  # the decimal worked out in the comment above
+    # the T² factor and the batch mean: the rows by hand, not a second run of the same formula
+    assert KDLoss(T, "kl").per_pixel(Z_S, Z_T).tolist() == pytest.approx([4 * 0.32016, 4 * 0.03017], abs=1e-4)
 
 
 def test_kd_soft_ce_hand_computation():
-    assert KDLoss(T, "soft-ce")(Z_S, Z_T).item() == pytest.approx(KD_SCE, rel=1e-6)
+    got = KDLoss(T, "soft-ce")(Z_S, Z_T).item()
+    assert got == pytest.approx(KD_SCE, rel=1e-6)
+    assert got == pytest.approx(1.21948, abs=1e-5)  # (1.34035 + log 3) / 2
 
 
 def test_soft_ce_is_ce_against_soft_targets():

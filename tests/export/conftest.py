@@ -1,4 +1,4 @@
-"""Real checkpoints for the export tests, trained once per session on real Indian Pines.
+"""Real checkpoints for the export tests, trained once per test run on real Indian Pines.
 
 The split is a fixed one read from two small maps (12 training and 25 test pixels per class at
 most), so that training the tiny presets and checking every export on all test patches takes

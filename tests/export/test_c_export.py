@@ -34,7 +34,7 @@ cli = CliRunner(env={"COLUMNS": "200"})
 
 @pytest.fixture(autouse=True)
 def _native_cache(tmp_path_factory, monkeypatch):
-    """Compiled libraries go to a per-session folder, not the user's ~/.cache."""
+    """Compiled libraries go to a folder of this test run, not the user's ~/.cache."""
     monkeypatch.setenv("BLMKD_NATIVE_DIR", str(tmp_path_factory.getbasetemp() / "native"))
 
 

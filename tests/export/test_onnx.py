@@ -101,6 +101,29 @@ def test_fp16_keeps_the_ssm_decays_in_fp32(student_exports):
     assert cumsums and all(types[n.input[0]] == TensorProto.FLOAT for n in cumsums)
     halves = [i for i in m.graph.initializer if i.data_type == TensorProto.FLOAT16]
     assert halves, "no FP16 weights"
+    # Inside the island, Softplus → … → CumSum → … → Exp, each node reads the FP32 output of the one
+    # before it, never an FP16 copy cast back (what a per-node block list in a converter would do).
+    island = set(open_artifact(arts["onnx-fp16"].path).meta["fp32_nodes"])
+    assert {"Softplus", "CumSum", "Exp"} <= {n.op_type for n in m.graph.node if n.name in island}
+    producer = {o: n for n in m.graph.node for o in n.output}
+
+    def computed_by(tensor):
+        n = producer.get(tensor)
+        while n is not None and n.op_type == "Cast":
+            n = producer.get(n.input[0])
+        return n
+
+    edges = 0
+    for n in m.graph.node:
+        if n.name not in island:
+            continue
+        for i in n.input:
+            src = computed_by(i)
+            if src is not None and src.name in island:
+                assert producer[i] is src, f"{src.name} → {n.name} goes through a Cast"
+                assert types[i] == TensorProto.FLOAT
+                edges += 1
+    assert edges >= len(island) - 1
 
 
 def test_int8_leaves_the_selective_scan_in_float(student_exports):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -232,10 +231,27 @@ def test_bad_options_are_model_errors(overrides, message):
         create_model("ssa_mamba_test", BANDS, K, **overrides)
 
 
-def test_config_fields_are_documented_defaults():
-    cfg = SSAMambaConfig(bands=200, num_classes=16)
-    fields = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    assert fields == dict(
-        d_model=256, d_state=16, d_conv=3, expand=2, depth=4, n_heads=8, patch_size=7, dropout=0.1, ssm_impl="conv"
-    )
-    assert cfg.d_inner == 512
+@pytest.mark.parametrize("name", TEACHERS)
+def test_presets_build_the_sizes_their_descriptions_and_config_state(name):
+    """The config reaches the modules (widths, depth, state size, heads), and each preset's listed
+    description (``blmkd models``) states the sizes it builds."""
+    import re
+
+    from blmkd.models import model_entry
+
+    model = create_model(name, BANDS, K)
+    cfg = model.config
+    assert len(model.blocks) == cfg.depth and model.head.weight.shape == (K, cfg.d_model)
+    assert cfg.d_inner == cfg.expand * cfg.d_model
+    a_logs = [p for n, p in model.named_parameters() if n.endswith("A_log")]
+    assert len(a_logs) == 2 * cfg.depth and all(a.shape == (cfg.d_inner, cfg.d_state) for a in a_logs)
+    assert all(b.cross_attn.n_heads == cfg.n_heads for b in model.blocks)
+    stated = dict(re.findall(r"(d_model|depth|d_state) (\d+)", model_entry(name).description))
+    assert stated and all(getattr(cfg, k) == int(v) for k, v in stated.items()), (stated, cfg)
+
+
+def test_the_paper_preset_is_the_default_config():
+    # the paper's size (d_model 256, d_state 16, 4 blocks, as the config comments say): the preset overrides nothing
+    assert create_model("ssa_mamba", BANDS, K).config == SSAMambaConfig(bands=BANDS, num_classes=K)
+    cfg = SSAMambaConfig(bands=BANDS, num_classes=K)
+    assert (cfg.d_model, cfg.d_state, cfg.depth) == (256, 16, 4)
