@@ -155,3 +155,21 @@ def test_baseline_lines_say_plainly_when_a_baseline_is_as_accurate_and_cheaper()
     slow = row("rf · ONNX FP32", "baseline", 0.91, 50_000)  # as accurate as the student but slower
     (line,) = baseline_lines([student, slow])
     assert "not cheaper per pixel than any" in line
+
+
+def test_cli_baseline_from_a_seeds_folder_runs_one_per_seed(ip_crop_path, tmp_path, capsys):
+    deep = tmp_path / "teachers"
+    main(["train-teacher", "--model", "ssa_mamba_test", "--dataset", str(ip_crop_path), "--seeds", "0,1", "--epochs", "1",
+          "--batch", "256", "--out", str(deep), "--no-progress"])  # fmt: skip
+    out = tmp_path / "bl"
+    main(["baseline", "--from-run", str(deep), "-m", "knn", "--out", str(out)])
+    for s in (0, 1):
+        doc = json.loads((out / "knn" / f"seed_{s}" / "best.json").read_text())
+        assert doc["split"]["digest"] == json.loads((deep / f"seed_{s}" / "best.json").read_text())["split"]["digest"]
+    summ = json.loads((out / "knn" / "summary.json").read_text())
+    assert [r["seed"] for r in summ["runs"]] == [0, 1] and len(summ["oa"]["values"]) == 2
+    main(["compare", str(deep), str(out / "knn"), "--json", str(tmp_path / "cmp.json")])
+    assert [p["seed"] for p in json.loads((tmp_path / "cmp.json").read_text())["pairs"]] == [0, 1]
+    with pytest.raises(SystemExit):
+        main(["baseline", "--from-run", str(deep), "--seeds", "7", "--out", str(out)])
+    assert "no run under" in capsys.readouterr().err
