@@ -33,7 +33,11 @@ import numpy as np
 
 from blmkd import __version__
 from blmkd.errors import BlmkdError, ExportError
+from blmkd.export.exporter import compare
+from blmkd.export.onnx_export import set_metadata
+from blmkd.export.runtime import ort_session
 from blmkd.io import atomic_path, atomic_write_json
+from blmkd.metrics import classification_report
 from blmkd.train import Bundle
 
 FORMAT = "blmkd-baseline/1"
@@ -359,9 +363,6 @@ def _check(m, ref_scores: np.ndarray, x_windows_fn, labels: np.ndarray, name: st
     models has a discontinuity a rounding can cross (an SVM's pairwise vote, a tree's threshold, the
     order of two equidistant neighbours). ``max_abs_diff`` is recorded beside.
     """
-    from blmkd.export.exporter import compare
-    from blmkd.export.runtime import ort_session
-
     sess = ort_session(m.SerializeToString())
     got = np.concatenate([sess.run(["logits"], {"input": xb})[0] for xb in x_windows_fn()])
     crit = {"min_agreement": 0.999, "max_oa_drop": 0.05} if name == "svm" else {"min_agreement": 0.995, "max_oa_drop": 0.1}
@@ -431,15 +432,11 @@ def train_baselines(bundle: Bundle, cfg: BaselineConfig, out_dir: str | Path, *,
         # The reference scores in the K columns the ONNX graph returns.
         full = np.full((len(ref), sc.num_classes), -1e9, np.float64)
         full[:, classes] = ref
-        from blmkd.metrics import classification_report
-
         test = classification_report(y_te, pred, sc.num_classes).to_dict(sc.class_ids, sc.class_names)
         val_oa = float((model.predict(x_val) == y_val).mean()) if len(y_val) else None
         size = _size_facts(name, model, x_tr.shape[1])
         m = to_onnx(name, model, x_tr.shape[1], bundle.patch_size, cfg.window, classes, sc.num_classes)
         chk = _check(m, full, test_windows, y_te, name)
-        from blmkd.export.onnx_export import set_metadata
-
         set_metadata(m, _export_meta(bundle, name, cfg, params, size, test["oa"]))
         run = out / name / seed_dir if seed_dir else out / name
         onnx_path = run / f"{name}.onnx"
