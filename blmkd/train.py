@@ -3,7 +3,8 @@
 ``prepare_data`` turns dataset and split options into a :class:`Bundle` (scene, split,
 preprocessing fitted on training pixels only, patch extractors). ``fit`` trains any registered
 model on it with AdamW, a cosine schedule with linear warm-up, gradient clipping, optional
-dihedral augmentation, early stopping on validation OA, best/last checkpoints, ``resume`` and a
+dihedral augmentation, model selection and early stopping on validation OA (ties broken by the
+validation loss), best/last checkpoints, ``resume`` and a
 metrics log; the loss comes from an *objective* so distillation reuses the whole loop.
 
 Under ``torchrun`` the same ``fit`` trains data-parallel (:mod:`blmkd.distributed`): every rank
@@ -199,6 +200,96 @@ def check_compatible(ckpt: Checkpoint, bundle: Bundle) -> None:
         raise ModelError(f"{ckpt.path.name} was trained on class ids {ids}, the data has {list(scene.class_ids)}")
 
 
+def model_pixels(ck: Checkpoint, scene=None) -> tuple[np.ndarray, np.ndarray, object]:
+    """The training and validation masks ``ck`` was trained and selected on, and their scene.
+
+    The checkpoint records its data options and its split's digest; the split is remade on
+    ``scene`` when that is the model's scene (same digest), else on the model's own recorded
+    scene, which is loaded for it.
+
+    Raises:
+        BlmkdError: the checkpoint records no split digest, or its pixels cannot be rebuilt (its
+            scene cannot be read, or the split made from it differs from the recorded one).
+    """
+    from blmkd.data import load_scene
+
+    digest = ck.meta.get("split", {}).get("digest")
+    if not digest:
+        raise BlmkdError(f"{ck.path.name} records no split digest: its training pixels are unknown, so another split cannot be tested without leakage")
+    opts = DataOptions(**ck.meta.get("data", {}).get("options", {}))
+    if scene is not None:
+        try:
+            split = split_for(scene, opts)
+        except BlmkdError:
+            split = None
+        if split is not None and split.spec["digest"] == digest:
+            return split.train, split.val, scene
+    try:
+        own = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill, progress=False)
+        split = split_for(own, opts)
+    except BlmkdError as exc:
+        raise BlmkdError(f"cannot rebuild the pixels {ck.path.name} was trained on ({str(exc).splitlines()[0]}); "
+                         "evaluate it on its own split") from None  # fmt: skip
+    if split.spec["digest"] != digest:
+        raise BlmkdError(f"the split of {opts.dataset} differs from the one {ck.path.name} was trained on (digest "
+                         f"{split.spec['digest']} != {digest}): its training pixels are unknown")  # fmt: skip
+    return split.train, split.val, own
+
+
+def held_out_bundle(ck: Checkpoint, bundle: Bundle, which: str = "test") -> tuple[Bundle, dict]:
+    """``bundle`` with the pixels ``ck`` was trained and selected on removed from its sets, and the
+    leakage of its ``which`` set measured against the model's own training pixels.
+
+    On the model's own split nothing changes. On another split (strategy, fraction or seed) of the
+    same scene, the model's training and validation pixels are dropped from every set (a pixel the
+    model was trained or selected on is no test of it), and the leakage is the share of the
+    remaining ``which`` windows that contain one of the model's training pixels. On another scene
+    (other height or width) the model saw none of its pixels.
+
+    Returns:
+        ``(bundle, facts)``; ``facts``: ``own_split``, ``removed`` (``{"train", "val"}``: the model's
+        training / validation pixels taken out of the ``which`` set), ``pixels`` (left in it),
+        ``leakage`` (windows holding a model training pixel), ``leakage_train_val`` (… a training or
+        validation pixel), ``note``.
+
+    Raises:
+        BlmkdError: the model's pixels cannot be rebuilt, or none of the ``which`` pixels is left.
+    """
+    from blmkd.data.splits import Split, _digest, compute_leakage
+
+    p = bundle.patch_size
+    own_digest = ck.meta.get("split", {}).get("digest")
+    if own_digest and bundle.split.spec.get("digest") == own_digest:
+        sp = bundle.split
+        mask = getattr(sp, which)
+        return bundle, {"own_split": True, "removed": {"train": 0, "val": 0}, "pixels": int(mask.sum()),
+                        "leakage": compute_leakage(sp.train, mask, p),
+                        "leakage_train_val": compute_leakage(sp.train | sp.val, mask, p),
+                        "note": "the model's own split"}  # fmt: skip
+    m_train, m_val, m_scene = model_pixels(ck, bundle.scene)
+    sp = bundle.split
+    if m_train.shape != sp.train.shape:
+        mask = getattr(sp, which)
+        return bundle, {"own_split": False, "removed": {"train": 0, "val": 0}, "pixels": int(mask.sum()),
+                        "leakage": 0.0, "leakage_train_val": 0.0,
+                        "note": f"another scene than the model's ({m_scene.name}): none of its pixels was seen in training"}  # fmt: skip
+    seen = m_train | m_val
+    mask = getattr(sp, which)
+    removed = {"train": int((mask & m_train).sum()), "val": int((mask & m_val).sum())}
+    train, val, test = sp.train & ~seen, sp.val & ~seen, sp.test & ~seen
+    left = {"train": train, "val": val, "test": test}[which]
+    if not left.any():
+        raise BlmkdError(f"every {which} pixel of this split was a training or validation pixel of {ck.path.name}; "
+                         "nothing is left to evaluate it on")  # fmt: skip
+    spec = {**sp.spec, "minus_model_pixels": own_digest, "digest": _digest(train, val, test)}
+    split = Split(train, val, test, spec, compute_leakage(m_train, test, p))
+    facts = {"own_split": False, "removed": removed, "pixels": int(left.sum()),
+             "leakage": compute_leakage(m_train, left, p), "leakage_train_val": compute_leakage(seen, left, p),
+             "note": f"the model's {removed['train']} training and {removed['val']} validation pixels in this {which} "
+                     f"set were removed; leakage is against the model's training pixels"}  # fmt: skip
+    return Bundle(bundle.options, bundle.scene, split, bundle.prep), facts
+
+
 # ----------------------------------------------------------------------------------------------
 # Augmentation and inference
 
@@ -280,7 +371,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     augment: bool = True  # random dihedral flips/rotations of training patches
-    patience: int = 30  # early stopping: epochs without val-OA gain (0 disables)
+    patience: int = 30  # early stopping: epochs without a better val OA, or an equal one with lower val loss (0 disables)
     label_smoothing: float = 0.0
     class_balance: float = 0.0  # β of the effective-number class weights (Cui et al. 2019); 0 = off
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0 = off)
@@ -385,6 +476,7 @@ class FitResult:
     stopped_early: bool
     test: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    selection: dict = field(default_factory=dict)  # which epoch was kept and why (:func:`selection_facts`)
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -424,8 +516,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``bundle`` and write ``best``/``last`` checkpoints and ``metrics.jsonl``.
 
-    The best checkpoint (highest validation OA; training OA where the split has no validation
-    pixels) is re-saved at the end with its test metrics. With ``resume`` the loop continues
+    The best checkpoint (highest validation OA, equal OAs told apart by the lower validation mean
+    cross-entropy; training OA and loss where the split has no validation pixels) is re-saved at
+    the end with its test metrics and ``metrics.selection``, which epoch was kept and why. With ``resume`` the loop continues
     from ``last.safetensors`` (weights, optimizer, schedule position, early-stopping state).
 
     Under ``torchrun`` (a process group from :func:`blmkd.distributed.init_from_env`):
@@ -495,6 +588,7 @@ def fit(
     meta_base = {**bundle.meta(), **(meta_extra or {}), "training": cfg.to_dict()}
 
     start_epoch, best_val, best_epoch, bad_epochs = 1, -1.0, 0, 0
+    best_val_loss = math.inf  # tie-break of equal validation OA (lower wins)
     log_path = out / "metrics.jsonl"
     ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 else None
     if resume:
@@ -515,6 +609,7 @@ def fit(
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
+        best_val_loss = st.get("best_val_loss", math.inf)  # absent from checkpoints written before the tie-break
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
         with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended
             warnings.simplefilter("ignore", UserWarning)
@@ -596,28 +691,31 @@ def fit(
             judged = ema.module if ema is not None else model  # the weights validated and kept as best
             if use_val:
                 share = D.shard(len(vrows))
-                hits = _correct(judged, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
-                val_oa = D.all_reduce_sum([hits])[0] / len(vrows)
+                hits, ce_sum = _val_stats(judged, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
+                hits, ce_sum = D.all_reduce_sum([hits, ce_sum])
+                val_oa, val_loss = hits / len(vrows), ce_sum / len(vrows)
             else:
-                val_oa = train_oa
+                val_oa, val_loss = train_oa, tot_loss / max(1, seen)
             row = {
                 "epoch": epoch,
                 "loss": tot_loss / max(1, seen),
                 **{k: v / max(1, seen) for k, v in parts_sum.items()},
                 "train_oa": train_oa,
                 "val_oa": val_oa,
+                "val_loss": val_loss,
                 "lr": opt.param_groups[0]["lr"],
                 "time_s": time.perf_counter() - t0,
             }
-            improved = val_oa > best_val
+            improved = _better(val_oa, val_loss, best_val, best_val_loss)
             if improved:
-                best_val, best_epoch, bad_epochs = val_oa, epoch, 0
+                best_val, best_val_loss, best_epoch, bad_epochs = val_oa, val_loss, epoch, 0
             else:
                 bad_epochs += 1
-            state = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+            state = {"epoch": epoch, "best_val": best_val, "best_val_loss": best_val_loss, "best_epoch": best_epoch,
+                     "bad_epochs": bad_epochs}  # fmt: skip
             if ema is not None:
                 state["ema_updates"] = ema.updates
-            meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "train_oa": train_oa, "epoch": epoch}}
+            meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "val_loss": val_loss, "train_oa": train_oa, "epoch": epoch}}
             if main:
                 if improved:
                     save_checkpoint(out / "best.safetensors", judged, meta, extra_tensors=extra_tensors)
@@ -640,22 +738,57 @@ def fit(
     else:
         report = evaluate_model(model, bundle, "test", cfg.eval_batch)
     test = report.to_dict(bundle.scene.class_ids, bundle.scene.class_names)
+    selection = selection_facts([json.loads(line) for line in log_lines], best_epoch, best_val, best_val_loss, use_val)
     if main:
         meta = dict(best.meta)
-        meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall}
+        meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall,
+                           "selection": selection}  # fmt: skip
         save_checkpoint(out / "best.safetensors", model, meta, extra_tensors=extra_tensors)
     model.to(home)
     for m in extra_modules or []:
         m.to(home)
     D.barrier()  # every rank returns once the final checkpoint is written
-    return FitResult(out, best_epoch, best_val, epoch, stopped_early, test, wall)
+    return FitResult(out, best_epoch, best_val, epoch, stopped_early, test, wall, selection)
 
 
-def _correct(model: nn.Module, extractor, rows, cols, labels, batch_size: int) -> int:
-    """How many of the windows at (rows, cols) the model classifies as ``labels``."""
+def _val_stats(model: nn.Module, extractor, rows, cols, labels, batch_size: int) -> tuple[int, float]:
+    """How many of the windows at (rows, cols) the model classifies as ``labels``, and the sum of
+    their cross-entropies (one pass)."""
     if len(rows) == 0:
-        return 0
-    return int((predict_logits(model, extractor, rows, cols, batch_size).argmax(1).numpy() == labels).sum())
+        return 0, 0.0
+    logits = predict_logits(model, extractor, rows, cols, batch_size)  # (N, K)
+    y = torch.as_tensor(labels, dtype=torch.long)  # (N,)
+    ce = F.cross_entropy(logits, y, reduction="sum")
+    return int((logits.argmax(1) == y).sum()), float(ce)
+
+
+def _better(val_oa: float, val_loss: float, best_oa: float, best_loss: float) -> bool:
+    """Model selection: a higher validation OA wins; an equal one wins with a lower validation loss.
+
+    With a few hundred validation pixels many epochs reach the same OA; the first of them is often
+    an under-trained one, the loss tells the better-trained weights apart.
+    """
+    return val_oa > best_oa or (val_oa == best_oa and val_loss < best_loss)
+
+
+def selection_facts(rows: list[dict], best_epoch: int, best_oa: float, best_loss: float, use_val: bool) -> dict:
+    """Which epoch was kept and why, from the ``metrics.jsonl`` rows of a run.
+
+    Returns ``{"epoch", "val_oa", "val_loss", "tied_epochs", "first_epoch_at_best_oa", "on", "reason"}``;
+    ``on`` is ``"validation"`` or ``"training"`` (a split without validation pixels), ``reason`` a
+    sentence such as ``"val OA 0.9712 (tied with 14 epochs), lowest val loss 0.083"``.
+    """
+    on = "val" if use_val else "train"
+    tied = [r["epoch"] for r in rows if r.get("val_oa") == best_oa and r["epoch"] != best_epoch]
+    first = min([best_epoch, *tied])
+    reason = f"{on} OA {best_oa:.4f}"
+    if tied:
+        reason += f" (tied with {len(tied)} epoch{'s' if len(tied) > 1 else ''}), lowest {on} loss {best_loss:.4g}"
+    else:
+        reason += " (highest)"
+    return {"epoch": best_epoch, "val_oa": best_oa, "val_loss": None if math.isinf(best_loss) else best_loss,
+            "tied_epochs": len(tied), "first_epoch_at_best_oa": first,
+            "on": "validation" if use_val else "training", "reason": reason}  # fmt: skip
 
 
 def _evaluate_sharded(model: nn.Module, bundle: Bundle, which: str, batch_size: int):

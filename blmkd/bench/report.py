@@ -264,6 +264,45 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
+#: A baseline within this many OA points of a deep artifact counts as "as accurate".
+AS_ACCURATE_PP = 0.5
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    """Plain sentences on every classical baseline row (``family == "baseline"``, `blmkd baseline`)
+    against the deep artifacts: is it as accurate (OA within :data:`AS_ACCURATE_PP` points, or
+    higher) and cheaper per pixel (µs per pixel at its best batch size) than any of them?"""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("best_px_s")]
+    base = [r for r in ok if r.get("family") == "baseline"]
+    deep = [r for r in ok if r.get("family") != "baseline"]
+    lines = []
+    for b in base:
+        us_b = 1e6 / b["best_px_s"]
+        head = f"Baseline {_short(b)} (OA {100 * b['oa']:.2f}%, {us_b:.2f} µs/px)"
+        if not deep:
+            lines.append(f"{head}: no deep model in this run to compare with.")
+            continue
+        beats = [d for d in deep if b["oa"] >= d["oa"] - AS_ACCURATE_PP / 100 and us_b < 1e6 / d["best_px_s"]]
+        if beats:
+            what = "; ".join(f"{_short(d)} (OA {100 * d['oa']:.2f}%, {1e6 / d['best_px_s']:.2f} µs/px)" for d in beats)
+            lines.append(f"{head} is as accurate (within {AS_ACCURATE_PP:g} pp OA, or better) and cheaper per pixel than: {what}.")
+            continue
+        top = max(deep, key=lambda d: d["oa"])
+        gap = 100 * (top["oa"] - b["oa"])
+        cheaper = [d for d in deep if us_b < 1e6 / d["best_px_s"]]
+        if gap > AS_ACCURATE_PP:
+            why = f"{gap:.2f} pp below the most accurate deep artifact, {_short(top)} (OA {100 * top['oa']:.2f}%)"
+        else:
+            why = "as accurate as some deep artifacts but not cheaper per pixel than any of them"
+        lines.append(f"{head} is not both as accurate and cheaper than any deep artifact here: {why}"
+                     + (f"; it is cheaper per pixel than {len(cheaper)} of the {len(deep)}." if cheaper and gap > AS_ACCURATE_PP else "."))  # fmt: skip
+    for r in ok:
+        if r.get("other_split"):
+            lines.append(f"{_short(r)} was trained on another split (digest {r['other_split']}) than the one tested here: "
+                         "its test pixels may include its own training pixels.")  # fmt: skip
+    return lines
+
+
 # ----------------------------------------------------------------------------------------------
 # The report
 
@@ -355,6 +394,8 @@ def write_report(result: dict, extras: list[dict], out_dir: Path, bundle) -> dic
     md = ["# blmkd benchmark report", ""] + [f"- {line}" for line in _summary_lines(result)] + [""]
     for title, (head, body) in tables:
         md += [f"## {title}", "", _md_table(head, body), ""]
+    if result.get("baselines"):
+        md += ["## Classical baselines", ""] + [f"- {n}" for n in result["baselines"]] + [""]
     md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     for key, p in plots.items():
         md += [f"## {captions[key]}", "", f"![{key}]({p.name})", ""]
@@ -372,6 +413,8 @@ def write_report(result: dict, extras: list[dict], out_dir: Path, bundle) -> dic
     )
     for title, (head, rows_) in tables:
         body += [f"<h2>{html.escape(title)}</h2>", _html_table(head, rows_)]
+    if result.get("baselines"):
+        body += ["<h2>Classical baselines</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in result["baselines"]] + ["</ul>"]
     body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     for key, p in plots.items():
         b64 = base64.b64encode(p.read_bytes()).decode("ascii")

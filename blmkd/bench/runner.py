@@ -316,6 +316,9 @@ def model_stats(runner, stats_cache: dict) -> dict:
 
     from blmkd.flops import count_flops, count_params
 
+    if runner.meta.get("family") == "baseline":  # scikit-learn models: their export records both
+        return {"parameters": runner.meta.get("parameters"), "flops_per_px": runner.meta.get("flops_per_px"),
+                "stats_from": "artifact metadata"}  # fmt: skip
     key = runner.meta.get("source_sha256") or runner.meta.get("model")
     model = getattr(runner, "model", None) or getattr(getattr(runner, "base", None), "model", None)
     if model is None and key in stats_cache:
@@ -389,6 +392,9 @@ def bench_one(job: Job, ctx: _Ctx) -> tuple[dict, dict]:
         with PeakMemory(mem_device) as mem:
             runner = open_job(job, ctx.threads)
             _check_fits(runner, ctx.bundle)
+            own = (runner.meta.get("split") or {}).get("digest")
+            if own and own != ctx.bundle.split.spec.get("digest"):
+                row["other_split"] = own  # trained on other pixels: some test pixels may be its training pixels
             fmt = format_label(runner, job)
             model = runner.meta.get("model", "?")
             row.update(format=fmt, name=f"{model} · {fmt}", model=model, precision=runner.meta.get("precision", "fp32"),
@@ -612,6 +618,8 @@ def run_bench(
             r["peak_fraction"] = r["flops_per_px"] * r["best_px_s"] / (peak["gflops"] * 1e9)
     measured_on = "jetson" if jetson_model() else device
     verdicts = [judge(p, r, measured_on).to_dict() for p in chosen for r in rows if r["status"] == "ok"]
+    from blmkd.bench.report import baseline_lines
+
     sc = bundle.scene
     result = {
         "format": FORMAT,
@@ -629,6 +637,7 @@ def run_bench(
         "rows": rows,
         "targets": [p.to_dict() for p in chosen],
         "verdicts": verdicts,
+        "baselines": baseline_lines(rows),
     }  # fmt: skip
     if report_dir is not None:
         from blmkd.bench.report import write_report

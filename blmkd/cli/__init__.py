@@ -44,7 +44,7 @@ def _register() -> None:
     # Imported here so that each group module can import `app` pieces without cycles.
     import importlib
 
-    for mod in ("data", "models", "train", "distill", "compare", "export", "bench", "demo"):
+    for mod in ("data", "models", "train", "distill", "baseline", "compare", "export", "bench", "demo"):
         try:
             m = importlib.import_module(f"blmkd.cli.{mod}")
         except ModuleNotFoundError as exc:

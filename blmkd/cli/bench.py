@@ -32,7 +32,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 def bench(
     models: Annotated[
-        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files, TensorRT engines, C exports (.c).")
+        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files (also `blmkd baseline` ones), TensorRT engines, C exports (.c).")
     ],
     dataset: Annotated[
         str | None,
@@ -113,6 +113,8 @@ def bench(
             + (f" ({v['caveat']})" if v["caveat"] else ""),
             highlight=False,
         )
+    for line in res.get("baselines", []):
+        C.console.print(line, highlight=False, markup=False)
     if res.get("report"):
         C.console.print(f"report: {res['report']['html']}")
 

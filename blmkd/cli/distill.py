@@ -145,10 +145,16 @@ def distill(
             else:
                 cache, feats = ensemble_cache(t_models, tbs, variants, tta=kd.teacher_tta), None
         pool = None
+        used = {}
         if kd.unlabelled:
             from blmkd.distill.kd import UnlabelledPool, unlabelled_coords
 
             ur, uc = unlabelled_coords(bundle, kd.unlabelled, s)
+            available = int((bundle.scene.labels < 0).sum())
+            used = {"unlabelled_used": len(ur), "unlabelled_available": available}
+            if is_main():
+                C.console.print(f"unlabelled pixels: {len(ur)} used of {available} in {bundle.scene.name} (--unlabelled {kd.unlabelled})"
+                                + (": the scene has fewer than asked" if len(ur) < kd.unlabelled else ""), highlight=False)  # fmt: skip
             with C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
                 ul = ensemble_cache(t_models, tbs, 1, coords=(ur, uc), tta=kd.teacher_tta)[:, 0]
             pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
@@ -162,7 +168,7 @@ def distill(
             extra = [hint]
         facts = [{"path": str(ck.path), "model": ck.model_name, "config": ck.config, "patch": b.patch_size,
                   "metrics": ck.meta.get("metrics", {}), "parameters": ck.meta["model"].get("parameters")} for ck, b in zip(cks, tbs, strict=True)]  # fmt: skip
-        meta = {"teacher": facts[0], "kd": kd.to_dict()}
+        meta = {"teacher": facts[0], "kd": {**kd.to_dict(), **used}}
         if len(facts) > 1:
             meta["teachers"] = facts  # an ensemble: "teacher" is its first member
         labels, K = bundle.coords("train")[2], bundle.scene.num_classes

@@ -45,7 +45,7 @@ Batch = Annotated[int, typer.Option("--batch", help="Training batch size.")]
 LR = Annotated[float, typer.Option("--lr", help="AdamW peak learning rate (paper: 1e-3).")]
 WD = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (paper: 5e-4).")]
 Warmup = Annotated[int, typer.Option("--lr-warmup", help="Epochs of linear learning-rate warm-up before the cosine decay.")]
-Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epochs without a validation-OA gain (0 = off).")]
+Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epochs without a better validation OA, or an equal one with a lower validation loss (0 = off).")]
 Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")]
 EMA = Annotated[float, typer.Option("--ema", help="Validate, keep and test an exponential moving average of the weights with this per-step decay, e.g. 0.99 (0 = off).")]
 LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing in [0, 1).")]
@@ -90,7 +90,8 @@ def train_teacher(
 ) -> None:
     """Train an SSA-Mamba teacher on a scene and write self-describing checkpoints.
 
-    Writes OUT/best.safetensors (highest validation OA, with test metrics), OUT/last.safetensors
+    Writes OUT/best.safetensors (highest validation OA, ties broken by the lower validation loss;
+    with test metrics and which epoch was kept and why), OUT/last.safetensors
     (for --resume) and OUT/metrics.jsonl. With --seeds, one run per seed in OUT/seed_<s> and
     the mean ± std of OA/AA/κ in OUT/summary.json.
     """
@@ -142,10 +143,12 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
         x = bundle.extractor(getattr(model, "input_kind", "float")).gather([0], [0])
         stats = {"parameters": count_params(model), "flops_per_pixel": count_flops(model, x)}
         runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
-                     "epochs_run": res.epochs_run, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
+                     "epochs_run": res.epochs_run, "selection": res.selection, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
         say(
             C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
         )
+        if res.selection:
+            say(f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}", highlight=False)
     if len(seed_list) > 1 and is_main():
         summ = write_summary(out / "summary.json", runs)
         say(
@@ -169,23 +172,29 @@ def evaluate(
     """OA/AA/κ, per-class accuracy and the confusion matrix of a checkpoint on its test split.
 
     Defaults to the checkpoint's own dataset, split and preprocessing, so the numbers are the
-    ones it was trained to be judged on.
+    ones it was trained to be judged on. On another split (--strategy, --train, --seed) the pixels
+    the model was trained and selected on are removed from the evaluated set, and the leakage shown
+    is the share of its windows that contain one of the model's own training pixels.
     """
     from blmkd.checkpoint import load_checkpoint
     from blmkd.io import atomic_write_json
-    from blmkd.train import bundle_from_checkpoint, evaluate_model
+    from blmkd.train import bundle_from_checkpoint, evaluate_model, held_out_bundle
 
     if split_set not in ("test", "val", "train"):
         raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")
     ck = load_checkpoint(checkpoint)
     bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
+    bundle, held = held_out_bundle(ck, bundle, split_set)
     model = ck.build_model()
     rep = evaluate_model(model, bundle, split_set, tta=tta).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
-    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {bundle.split.leakage:.3f})", [(ck.model_name, rep)]))
+    if not held["own_split"]:
+        C.console.print(f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False)
+    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {held['leakage']:.3f} vs the model's training pixels)", [(ck.model_name, rep)]))
     C.console.print(C.per_class_table(rep))
     _print_confusion(rep)
     if json_out:
-        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "tta": tta, "leakage": float(bundle.split.leakage), **rep})
+        atomic_write_json(json_out, {"checkpoint": str(ck.path), "set": split_set, "tta": tta, "leakage": held["leakage"],
+                                     "held_out": held, **rep})  # fmt: skip
 
 
 def _print_confusion(rep: dict) -> None:

@@ -189,6 +189,12 @@ def test_demo_runs_end_to_end_on_tiny_presets(tmp_path, capsys, monkeypatch):
         assert c_row["status"] == "ok" and c_row["agreement"] == 1.0
     else:
         assert "C export skipped: no C compiler" in printed
+    # The RBF SVM baseline on the same split, benchmarked beside the student, with the report's plain verdict.
+    assert 0 <= res["baseline"]["oa"] <= 1 and (out / "baseline" / "svm" / "svm.onnx").is_file()
+    svm_row = next(r for r in res["bench"]["rows"] if r.get("family") == "baseline")
+    assert svm_row["status"] == "ok" and svm_row["oa"] == pytest.approx(res["baseline"]["oa"], abs=0.001)
+    assert res["bench"]["baselines"][0].startswith("Baseline svm · ONNX FP32")
+    assert "Classical baselines" in (out / "report" / "report.md").read_text()
     kd = json.loads((out / "student" / "best.json").read_text())["kd"]
     assert (kd["temperature"], kd["lambda_max"], kd["unlabelled"]) == (2.0, 0.5, 20000)  # the measured recipe
     assert json.loads((out / "student" / "best.json").read_text())["training"]["class_balance"] == 0.9

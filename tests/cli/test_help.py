@@ -13,7 +13,7 @@ from blmkd.cli import app
 runner = CliRunner(env={"COLUMNS": "200"})
 
 COMMANDS = [
-    ["split"], ["models"], ["train-teacher"], ["evaluate"], ["distill"], ["train-student"], ["compare"],
+    ["split"], ["models"], ["train-teacher"], ["evaluate"], ["distill"], ["train-student"], ["baseline"], ["compare"],
     ["export"], ["bench"], ["predict"], ["demo"], ["datasets"], ["datasets", "info"],
 ]  # fmt: skip
 

@@ -180,8 +180,29 @@ def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
           "--batch", "128", "--unlabelled", "300", "--class-balance", "0.9", "--out", str(out), "--no-progress"])  # fmt: skip
     meta = load_checkpoint(out).meta
     assert meta["kd"]["unlabelled"] == 300 and meta["training"]["class_balance"] == 0.9
+    available = int((bundle_labels(teacher_dir) < 0).sum())
+    assert meta["kd"]["unlabelled_used"] == 300 and meta["kd"]["unlabelled_available"] == available > 300
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["kd_unlabelled"] == 0.0 and log[1]["kd_unlabelled"] > 0  # λ is 0 in the first epoch
+
+
+def bundle_labels(run):
+    from blmkd.train import bundle_from_checkpoint
+
+    return bundle_from_checkpoint(load_checkpoint(run)).scene.labels
+
+
+def test_cli_distill_says_how_many_unlabelled_pixels_it_used(teacher_dir, tmp_path, capsys):
+    """A scene with fewer unlabelled pixels than asked: all of them are used, and the run says so."""
+    available = int((bundle_labels(teacher_dir) < 0).sum())
+    assert available < 5000  # the 60×60 crop
+    out = tmp_path / "student_all"
+    main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "1", "--batch", "256",
+          "--unlabelled", "5000", "--out", str(out), "--no-progress"])  # fmt: skip
+    kd = load_checkpoint(out).meta["kd"]
+    assert (kd["unlabelled"], kd["unlabelled_used"], kd["unlabelled_available"]) == (5000, available, available)
+    text = capsys.readouterr().out.replace("\n", " ")
+    assert f"unlabelled pixels: {available} used of {available}" in text and "fewer than asked" in text
 
 
 def test_ensemble_cache_is_the_mean_of_the_members(bundle, teacher_dir):
