@@ -373,8 +373,10 @@ class CRunner(Runner):
         order = (ctypes.c_int * (self.patch * self.patch))()
         lib.blm_scan_order(order)
         self.scan_order = tuple(int(v) for v in order)
+        lib.blm_build.restype = ctypes.c_char_p
+        self.build = lib.blm_build().decode()  # which matmul path the compiler got, e.g. "matmul=vector vw=8 mr=6"
         self._lib = lib
-        self.providers = [f"C ({self.library.name})"]
+        self.providers = [f"C ({self.library.name}, {self.build})"]
 
     def run(self, x) -> np.ndarray:
         x = self._prepare(x)  # uint8, contiguous
