@@ -89,7 +89,8 @@ static inline float blm_gelu(float x) {
  * - blm_matmul_vec (GCC, Clang): the same loop on vector types of the target's width (GNU vector
  *   extensions, no ISA intrinsics), so that the accumulators are vector variables that stay in
  *   registers. GCC keeps the C99 version's float arrays on the stack on AVX2 and reloads them every
- *   FMA: blm_t batch 1, -march=x86-64-v3, ~36 µs C99 against ~26 µs here (docs/edge.md). The block
+ *   FMA: blm_t batch 1, -march=x86-64-v3, 41 µs C99 against 28 µs here (benchmarks/c_kernel_timing.c,
+ *   docs/edge.md). The block
  *   is sized to the register file: AVX-512 8 rows × 1 zmm (of 32), AVX2 6 rows × 2 ymm (12 of 16),
  *   NEON 4 rows × 4 q (16 of 32), other targets 2 rows × 4. */
 #if defined(__AVX512F__)

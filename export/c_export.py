@@ -575,7 +575,13 @@ class CRunner(Runner):
         self.library = compile_c(self.path)
         self.threads = int(threads) if threads and threads > 0 else (os.cpu_count() or 1)
         self._pool = None
-        lib = ctypes.CDLL(str(self.library))
+        try:
+            lib = ctypes.CDLL(str(self.library))
+        except OSError as exc:  # e.g. $CC is a cross compiler: the library is for another machine
+            raise ExportError(
+                f"{self.name}: cannot load the library {self.compiler} built ({exc}); $CC must compile for this "
+                f"machine (cross compilers go by `blmkd export --c --c-target`)"
+            ) from None
         shape = (ctypes.c_int * 3)()
         lib.blm_shape(shape)
         self.bands, self.patch, self.num_classes = (int(v) for v in shape)

@@ -97,3 +97,22 @@ def test_missing_cross_compiler_is_a_one_line_error(student_ckpt, tmp_path, monk
     with pytest.raises(ExportError, match=r"--c-target: no C compiler for aarch64 \(aarch64-linux-gnu-gcc not found.*apt-get install gcc-aarch64-linux-gnu"):
         export(student_ckpt, ["c"], out, c_target="aarch64", log=lambda s: None)
     assert not out.exists()  # refused before anything was written
+
+
+@needs_aarch64
+def test_cross_compiler_as_cc_is_a_one_line_error_on_the_host(tmp_path, monkeypatch):
+    """$CC set to the aarch64 compiler builds a library this machine cannot load: said in one line."""
+    import platform
+
+    if platform.machine() == "aarch64":
+        pytest.skip("this host is aarch64")
+    from blmkd.export.c_export import CRunner, c_source
+    from blmkd.students.blm import BLMConfig, BLMStudent
+
+    model = BLMStudent(BLMConfig(bands=20, num_classes=3, enc_hidden=4, d_model=4, d_state=2)).eval()
+    src = tmp_path / "m.c"
+    src.write_text(c_source(model, 3, {"model": "test", "bands": 20, "patch_size": 3, "num_classes": 3}))
+    monkeypatch.setenv("CC", "aarch64-linux-gnu-gcc")
+    monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -std=c99")
+    with pytest.raises(ExportError, match=r"m.c: cannot load the library aarch64-linux-gnu-gcc built .*--c-target"):
+        CRunner(src)
