@@ -6,11 +6,15 @@ turn, and prints each artifact's best and median round median and its ratio to t
 round (same round, same machine state).
 
     .venv/bin/python benchmarks/bench_batch1.py [--checkpoint PATH] [--rounds 7] [--calls 2000]
+
+The C export is compiled with ``$BLMKD_CFLAGS`` where set (``... -march=x86-64-v3`` measures the AVX2
+build on an AVX-512 machine), else ``-march=native``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -55,6 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         arts = export(ck, ["onnx", "onnx-int8-byte", "c"], tmp, eval_size=2048, log=lambda s: None)
         runners = {a.format: open_runner(a.path, threads=1) for a in arts}
+        print(f"C: {runners['c'].providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default (-march=native)'}")
         for r in runners.values():  # warm-up
             for _ in range(200):
                 r.run(x1)

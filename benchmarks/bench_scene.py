@@ -18,7 +18,10 @@ It also reports how much CPU the process got (process CPU time / wall time) and 
 GEMM speed at the start and the end: the box has two cores that other tenants share, and the same
 code ran 1.4x slower on one day than on another, so compare runs by those figures too.
 
-    .venv/bin/python benchmarks/bench_scene.py [--checkpoint PATH] [--repeats 5] [--json logs/bench_scene.json]
+    .venv/bin/python benchmarks/bench_scene.py [--checkpoint PATH] [--repeats 5] [--json logs/bench_scene.json] [--only "c "]
+
+The C export is compiled with ``$BLMKD_CFLAGS`` where set (e.g. ``-O3 -ffp-contract=fast -fno-math-errno
+-std=c99 -march=x86-64-v3`` for an AVX2 build on an AVX-512 machine), else ``-march=native``.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=2000, help="timed batch-1 calls")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the configurations whose name has one (e.g. 'c ')")
     args = ap.parse_args()
     if not Path(args.checkpoint).exists():
         raise SystemExit(
@@ -136,6 +140,8 @@ def main() -> None:
         print(
             f"\nwhole-scene map, {cube.shape[0] * cube.shape[1]:,} px, best / median of {args.repeats} (CPU share: process CPU s / wall s)"
         )
+        only = [w for w in args.only.split(",") if w]
+        configs = [(n, m) for n, m in configs if not only or any(w in n for w in only)]
         for name, make in configs:
             r = map_speed(make(), cube, args.repeats, labels)
             r["config"] = name
@@ -150,7 +156,10 @@ def main() -> None:
             for th in (1, 2):
                 if fmt != "c" or th == 1:  # batch 1 never splits over C threads
                     lat_cfgs.append((f"{fmt}, {th} {_engine(fmt)} threads", open_runner(path, threads=th), threads))
+        lat_cfgs = [c for c in lat_cfgs if not only or any(w in c[0] for w in only)]
         for name, runner, n in lat_cfgs:
+            if getattr(runner, "backend", "") == "c":
+                print(f"  ({name}: {runner.providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default'})")
             torch.set_num_threads(n)
             t = time_call(lambda runner=runner: runner.run(x1), warmup=50, runs=args.runs, max_seconds=20)
             results["latency"].append({"config": name, **t.to_dict()})

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -325,6 +326,232 @@ def compile_c(path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
+# Other targets: cross compilers, checked under an emulator
+
+
+@dataclass(frozen=True)
+class CTarget:
+    """A CPU a C export is built for with a cross compiler (``blmkd export --c --c-target NAME``)."""
+
+    name: str
+    machine: str  # platform.machine() of the target: "aarch64", "x86_64"
+    triple: str  # GNU triple: the cross compiler is <triple>-gcc
+    flags: tuple[str, ...]  # architecture flags, after BASE_CFLAGS
+    emulator: str  # user-mode emulator that runs its programs on another host ("" when none is needed)
+    description: str
+
+
+C_TARGETS: dict[str, CTarget] = {
+    t.name: t
+    for t in (
+        CTarget("aarch64", "aarch64", "aarch64-linux-gnu", ("-march=armv8-a",), "qemu-aarch64",
+                "any 64-bit Arm CPU (Armv8-A, 128-bit NEON)"),
+        CTarget("cortex-a78ae", "aarch64", "aarch64-linux-gnu", ("-mcpu=cortex-a78ae",), "qemu-aarch64",
+                "Jetson Orin Nano / NX / AGX (Cortex-A78AE)"),
+        CTarget("cortex-a57", "aarch64", "aarch64-linux-gnu", ("-mcpu=cortex-a57",), "qemu-aarch64",
+                "Jetson Nano, TX1, TX2 (Cortex-A57)"),
+        CTarget("cortex-a72", "aarch64", "aarch64-linux-gnu", ("-mcpu=cortex-a72",), "qemu-aarch64",
+                "Raspberry Pi 4 and many Arm flight computers (Cortex-A72)"),
+        CTarget("x86-64-v3", "x86_64", "x86_64-linux-gnu", ("-march=x86-64-v3",), "",
+                "x86-64 with AVX2 and FMA, no AVX-512 (Haswell and later, AMD Zen)"),
+    )
+}  # fmt: skip
+
+
+def get_c_target(name: str) -> CTarget:
+    """The C target called ``name``; unknown names list the known ones."""
+    t = C_TARGETS.get(str(name).strip().lower())
+    if t is None:
+        raise ExportError(f"unknown --c-target {name!r}; known: {', '.join(C_TARGETS)}")
+    return t
+
+
+def _host_machine() -> str:
+    import platform
+
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def _dumpmachine(cc: str) -> str:
+    try:
+        out = subprocess.run([*shlex.split(cc), "-dumpmachine"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cross_compiler(target: CTarget) -> tuple[str | None, str]:
+    """``(compiler, "")`` that builds for ``target``, or ``(None, why)``: ``$CC`` when it is a compiler
+    for the target's machine, else ``<triple>-gcc``, else (same machine as this host) the host compiler."""
+    env = os.environ.get("CC")
+    if env and shutil.which(shlex.split(env)[0]) and _dumpmachine(env).startswith(target.machine):
+        return env, ""
+    gcc = f"{target.triple}-gcc"
+    if shutil.which(gcc):
+        return gcc, ""
+    if target.machine == _host_machine():
+        return c_compiler()
+    return None, (
+        f"no C compiler for {target.name} ({gcc} not found, and $CC is not one); on Debian/Ubuntu: "
+        f"apt-get install gcc-{target.triple} libc6-dev-{_DEB_ARCH.get(target.machine, target.machine)}-cross"
+    )
+
+
+_DEB_ARCH = {"aarch64": "arm64", "x86_64": "amd64"}
+
+
+def emulator(target: CTarget) -> tuple[list[str] | None, str]:
+    """The command prefix that runs ``target``'s programs here (``[]`` on the same machine), or
+    ``(None, why)``."""
+    if target.machine == _host_machine():
+        return [], ""
+    exe = shutil.which(target.emulator) if target.emulator else None
+    if exe is None:
+        return None, f"cannot run {target.name} programs here: {target.emulator or 'an emulator'} not found (apt-get install qemu-user)"
+    return [exe], ""
+
+
+def _compile(cc: str, flags: list[str], sources: list[Path], out: Path, extra: tuple[str, ...] = ()) -> None:
+    cmd = [*shlex.split(cc), *flags, *extra, *map(str, sources), "-o", str(out), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        lines = res.stderr.splitlines()
+        first = next((ln for ln in lines if " error:" in ln or ln.startswith("error")), "\n".join(lines[:1]))
+        raise ExportError(f"{sources[0].name}: the C compiler failed ({shlex.join([cc, *flags])}): {first}")
+
+
+# Reads n patches (uint8, the model's shape) from argv[1], writes their logits (float32) to argv[2].
+_CHECK_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+int blm_forward(const uint8_t *x, int n, float *logits);
+int blm_shape(int *out);
+const char *blm_build(void);
+int main(int argc, char **argv) {
+    int s[3];
+    blm_shape(s);
+    const long per = (long)s[0] * s[1] * s[1];
+    FILE *f = fopen(argv[1], "rb");
+    if (argc != 3 || !f) return 2;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f) / per;
+    fseek(f, 0, SEEK_SET);
+    uint8_t *x = malloc((size_t)(n * per) + 1);
+    float *y = malloc(sizeof(float) * (size_t)(n * s[2]) + 1);
+    if (!x || !y || fread(x, 1, (size_t)(n * per), f) != (size_t)(n * per)) return 3;
+    for (long i = 0; i < n; i++) blm_forward(x + i * per, 1, y + i * s[2]);
+    FILE *o = fopen(argv[2], "wb");
+    if (!o || fwrite(y, sizeof(float), (size_t)(n * s[2]), o) != (size_t)(n * s[2])) return 4;
+    fclose(o);
+    puts(blm_build());
+    return 0;
+}
+"""
+
+
+@dataclass
+class TargetRun:
+    """Logits of a C export built for a target and run there (or under its emulator)."""
+
+    target: str
+    compiler: str
+    flags: list[str]
+    runner: str  # "native" or the emulator
+    build: str  # blm_build() on the target, e.g. "matmul=vector vw=4 mr=4"
+    logits: np.ndarray
+
+
+def run_on_target(path: str | Path, target: str | CTarget, x: np.ndarray) -> TargetRun:
+    """Cross-compile the C export at ``path`` for ``target`` (a static program around ``blm_forward``),
+    run it on the uint8 patches ``x`` there or under the target's emulator, return its logits.
+
+    Raises:
+        ExportError: not an unmodified C export, no cross compiler or emulator (the message says
+            what to install), or the build or the run failed.
+    """
+    import tempfile
+
+    src = Path(path)
+    check_c_export(src.read_text(), src.name)
+    t = target if isinstance(target, CTarget) else get_c_target(target)
+    cc, why = cross_compiler(t)
+    if cc is None:
+        raise ExportError(why)
+    prefix, why = emulator(t)
+    if prefix is None:
+        raise ExportError(why)
+    flags = [*BASE_CFLAGS, *t.flags]
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="blmkd-target-") as tmp:
+        d = Path(tmp)
+        (d / "check_main.c").write_text(_CHECK_MAIN)
+        exe = d / "check"
+        _compile(cc, flags, [src, d / "check_main.c"], exe, ("-static",))
+        x.tofile(d / "x.bin")
+        res = subprocess.run([*prefix, str(exe), str(d / "x.bin"), str(d / "y.bin")], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ExportError(f"{src.name} built for {t.name} failed to run (exit {res.returncode}): {res.stderr.strip()[:200]}")
+        y = np.fromfile(d / "y.bin", np.float32).reshape(len(x), -1)
+    return TargetRun(t.name, cc, flags, " ".join(Path(p).name for p in prefix) or "native", res.stdout.strip(), y)
+
+
+def build_for_target(path: str | Path, target: str | CTarget, out: str | Path, runner: bool = False) -> Path:
+    """Cross-compile a C export for ``target``: its shared library (``runner=False``; the API CRunner
+    calls) or, for a runner source (:func:`runner_source`), a static executable. Atomic write."""
+    from blmkd.io import atomic_path
+
+    src = Path(path)
+    t = target if isinstance(target, CTarget) else get_c_target(target)
+    cc, why = cross_compiler(t)
+    if cc is None:
+        raise ExportError(why)
+    dst = Path(out)
+    with atomic_path(dst, suffix=dst.suffix or ".bin") as tmp:
+        _compile(cc, [*BASE_CFLAGS, *t.flags], [src], Path(tmp), ("-static",) if runner else ("-shared", "-fPIC"))
+        if runner:
+            os.chmod(tmp, 0o755)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------
+# The on-board runner
+
+
+def runner_template() -> str:
+    """The push-broom runner every runner source ends with (``blm_runner.c`` of this blmkd)."""
+    return resources.files("blmkd.export").joinpath("blm_runner.c").read_text()
+
+
+def runner_source(c_text: str, meta: dict[str, Any]) -> str:
+    """The standalone runner of a C export: its source ``c_text``, the fitted byte quantization and
+    class ids from ``meta`` (the export's metadata), then :func:`runner_template`. One file, built with
+    ``cc -O3 -o runner <file> -lm``.
+
+    Raises:
+        ExportError: the metadata has no preprocessing, or its band count differs from the model's.
+    """
+    from blmkd.data.preprocess import Preprocessing
+
+    if not meta.get("preprocessing"):
+        raise ExportError("--runner: the export's metadata has no preprocessing (the runner quantizes raw values)")
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    if prep.bands != int(meta.get("bands", prep.bands)):
+        raise ExportError(f"--runner: preprocessing has {prep.bands} bands, the model {meta.get('bands')}")
+    ids = [int(c["id"]) for c in meta.get("classes") or []] or list(range(1, int(meta["num_classes"]) + 1))
+    gain = (np.float32(255.0) / prep._range()).astype(np.float32)  # exactly Preprocessing.to_bytes's
+    data = [
+        "\n/* ---- the fitted byte quantization (Preprocessing.to_bytes) and the original class ids ---- */\n",
+        _array("blm_q_lo", prep.lo),
+        _array("blm_q_gain", gain),
+        _array("blm_class_ids", np.asarray(ids), "int"),
+        "\n",
+    ]
+    return "".join([c_text, *data, runner_template()])
+
+
+# ----------------------------------------------------------------------------------------------
 # Running
 
 
@@ -348,7 +575,13 @@ class CRunner(Runner):
         self.library = compile_c(self.path)
         self.threads = int(threads) if threads and threads > 0 else (os.cpu_count() or 1)
         self._pool = None
-        lib = ctypes.CDLL(str(self.library))
+        try:
+            lib = ctypes.CDLL(str(self.library))
+        except OSError as exc:  # e.g. $CC is a cross compiler: the library is for another machine
+            raise ExportError(
+                f"{self.name}: cannot load the library {self.compiler} built ({exc}); $CC must compile for this "
+                f"machine (cross compilers go by `blmkd export --c --c-target`)"
+            ) from None
         shape = (ctypes.c_int * 3)()
         lib.blm_shape(shape)
         self.bands, self.patch, self.num_classes = (int(v) for v in shape)
@@ -373,8 +606,10 @@ class CRunner(Runner):
         order = (ctypes.c_int * (self.patch * self.patch))()
         lib.blm_scan_order(order)
         self.scan_order = tuple(int(v) for v in order)
+        lib.blm_build.restype = ctypes.c_char_p
+        self.build = lib.blm_build().decode()  # which matmul path the compiler got, e.g. "matmul=vector vw=8 mr=6"
         self._lib = lib
-        self.providers = [f"C ({self.library.name})"]
+        self.providers = [f"C ({self.library.name}, {self.build})"]
 
     def run(self, x) -> np.ndarray:
         x = self._prepare(x)  # uint8, contiguous
@@ -382,6 +617,9 @@ class CRunner(Runner):
             raise ModelError(f"{self.name}: expected patches (N, {self.bands}, {self.patch}, {self.patch}), got {x.shape}")
         n = x.shape[0]
         out = np.empty((n, self.num_classes), np.float32)
+        if n < 2 * self.min_chunk:  # batch 1 above all: one call, no split (a few µs of Python less)
+            self._fn(x.ctypes.data, n, out.ctypes.data)
+            return out
         self._parallel(
             [(self._fn, x[a:b].ctypes.data, int(b - a), out[a:b].ctypes.data) for a, b in self._bounds(n, self.min_chunk)]
         )
@@ -390,8 +628,8 @@ class CRunner(Runner):
     def _bounds(self, n: int, min_chunk: int) -> list[tuple[int, int]]:
         """``n`` items in up to ``threads`` contiguous parts of at least ``min_chunk``."""
         parts = max(1, min(self.threads, n // min_chunk))
-        b = np.linspace(0, n, parts + 1).astype(int)
-        return list(zip(b[:-1].tolist(), b[1:].tolist()))
+        b = [n * i // parts for i in range(parts + 1)]
+        return list(zip(b[:-1], b[1:]))
 
     def _parallel(self, calls: list[tuple]) -> None:
         """Run ``fn(*args)`` for each ``(fn, *args)``: in this thread if one, else on the pool

@@ -11,6 +11,7 @@ its check passes, so a failed export leaves nothing that looks valid.
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -77,7 +78,7 @@ class Artifact:
     """One file written by :func:`export`."""
 
     format: str  # row of the format table: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, c, trt
-    kind: str  # "onnx", "c", "engine" or "script"
+    kind: str  # "onnx", "c", "engine", "script"; "runner" and "library" beside a C export
     path: Path
     precision: str | None
     size_bytes: int
@@ -168,6 +169,8 @@ def export(
     workspace_mb: int | None = None,
     batch_profile: tuple[int, int, int] | None = None,
     eval_size: int | None = None,
+    runner: bool | None = None,
+    c_target: str | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> list[Artifact]:
@@ -188,6 +191,12 @@ def export(
         min_agreement, max_oa_drop: ``onnx-int8`` acceptance (argmax agreement, OA drop in pp).
         workspace_mb, batch_profile: ``trt`` builder workspace (MiB) and (min, opt, max) batch.
         eval_size: check on a seeded sample of this many test patches (default: all of them).
+        runner: ``c``: also write ``<model>_runner.c``, the standalone push-broom runner (checked:
+            built here with ``cc -O3`` and its map of the first scene lines equal to ``predict``'s).
+        c_target: ``c``: also build for this CPU (:data:`blmkd.export.c_export.C_TARGETS`) with its
+            cross compiler, run the test patches there (under qemu where the host differs) and check
+            the logits like the host build's; writes ``<model>-<target>.so`` (and the runner's static
+            executable ``<model>_runner-<target>``).
         seed: seed of the calibration and evaluation samples.
         log: where progress lines go.
 
@@ -209,7 +218,8 @@ def export(
         fmts,
         dict(target=target, build_engine=build_engine, calibration=calibration, calib_size=calib_size, atol=atol,
              opset=opset, simplify=simplify, min_agreement=min_agreement, max_oa_drop=max_oa_drop,
-             workspace_mb=workspace_mb, batch_profile=tuple(batch_profile) if batch_profile else None),
+             workspace_mb=workspace_mb, batch_profile=tuple(batch_profile) if batch_profile else None,
+             runner=runner or None, c_target=c_target),
     )  # fmt: skip
     if eval_size is not None and eval_size < 1:
         raise ExportError(f"--eval-size must be at least 1, got {eval_size}")
@@ -221,6 +231,8 @@ def export(
     tgt: Target | None = get_target(opts["trt"]["target"]) if "trt" in opts else None
     c_fmt = F.FORMATS["c"] if "c" in names else None
     planned = [out / f"{stem}{f.suffix}" for f in onnx_fmts + ([c_fmt] if c_fmt else [])]
+    if c_fmt is not None:
+        planned += _c_extra_paths(out, stem, opts["c"])
     if tgt is not None:
         planned.append(out / script_name(tgt))
         planned += [out / engine_name(stem, p) for p in engine_precisions]
@@ -239,6 +251,12 @@ def export(
         cc, why = c_compiler()
         if cc is None:
             raise ExportError(f"--c: {why} (the C file is compiled here to check it against PyTorch)")
+        if opts["c"]["c_target"]:
+            from blmkd.export.c_export import cross_compiler, get_c_target
+
+            cross, why = cross_compiler(get_c_target(opts["c"]["c_target"]))
+            if cross is None:
+                raise ExportError(f"--c-target: {why}")
     bundle = bundle_from_checkpoint(ck)
     ev = EvalSet(bundle, input_kind, eval_size, seed)
     with torch.inference_mode():
@@ -287,12 +305,10 @@ def export(
 
     if c_fmt is not None:
         o = opts["c"]
-        artifacts.append(
-            _write_checked_c(
-                model, out / f"{stem}{c_fmt.suffix}", c_fmt,
-                {**meta, "precision": c_fmt.precision, "export_format": c_fmt.name},
-                ev, ref, labels, _criterion(o, c_fmt.precision), log,
-            )
+        artifacts += _write_checked_c(
+            model, out / f"{stem}{c_fmt.suffix}", c_fmt,
+            {**meta, "precision": c_fmt.precision, "export_format": c_fmt.name},
+            ev, ref, labels, _criterion(o, c_fmt.precision), log, o, bundle,
         )  # fmt: skip
     if tgt is not None:
         artifacts += _tensorrt(
@@ -348,23 +364,108 @@ def _write_checked_onnx(
     return Artifact(fmt.name, "onnx", path, fmt.precision, path.stat().st_size, chk)
 
 
-def _write_checked_c(model, path: Path, fmt, meta: dict, ev: EvalSet, ref, labels, criterion, log) -> Artifact:
-    """Write the C source to a temporary name, compile and check it here, then rename it into place."""
-    from blmkd.export.c_export import CRunner, c_source, with_metadata
+def _c_extra_paths(out: Path, stem: str, o: dict) -> list[Path]:
+    """The files ``--runner`` and ``--c-target`` add beside ``<stem>.c``."""
+    paths = [out / f"{stem}_runner.c"] if o["runner"] else []
+    if o["c_target"]:
+        t = o["c_target"]
+        paths.append(out / f"{stem}-{t}.so")
+        if o["runner"]:
+            paths.append(out / f"{stem}_runner-{t}")
+    return paths
+
+
+def _write_checked_c(
+    model, path: Path, fmt, meta: dict, ev: EvalSet, ref, labels, criterion, log, o: dict, bundle
+) -> list[Artifact]:
+    """Write the C source to a temporary name, compile and check it here (and on ``--c-target``),
+    then rename it into place; then the runner and the target builds (:func:`_c_extras`)."""
+    from blmkd.export.c_export import CRunner, c_source, run_on_target, with_metadata
 
     source = c_source(model, int(meta["patch_size"]), meta)
     with atomic_path(path, suffix=".c") as tmp:
         tmp.write_text(source)
         runner = CRunner(tmp)
         chk = compare(ev.logits(runner.run), ref, labels, criterion)
-        log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}); {chk.line()}")
+        log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}, {runner.build}); {chk.line()}")
         if not chk.passed:
             raise ExportError(
                 f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
             )
         result = {"test_oa": chk.oa, "agreement": chk.agreement, "max_abs_diff": chk.max_abs_diff, "check": chk.to_dict()}
-        tmp.write_text(with_metadata(source, {**meta, **result}))
-    return Artifact(fmt.name, "c", path, fmt.precision, path.stat().st_size, chk)
+        if o["c_target"]:
+            x = np.concatenate(list(ev.batches()))
+            tr = run_on_target(tmp, o["c_target"], x)
+            tchk = compare(tr.logits, ref, labels, criterion)
+            log(f"{fmt.name}: built for {tr.target} ({shlex.join([tr.compiler, *tr.flags])}, {tr.build}), "
+                f"run {'under ' + tr.runner if tr.runner != 'native' else 'here'}; {tchk.line()}")  # fmt: skip
+            if not tchk.passed:
+                raise ExportError(
+                    f"{fmt.name} export built for {tr.target} failed its check against PyTorch ({tchk.criterion}); "
+                    f"nothing written. {tchk.line()}"
+                )
+            result["targets"] = {tr.target: {"compiler": tr.compiler, "flags": tr.flags, "ran": tr.runner,
+                                             "build": tr.build, "check": tchk.to_dict()}}  # fmt: skip
+        final = with_metadata(source, {**meta, **result})
+        tmp.write_text(final)
+    arts = [Artifact(fmt.name, "c", path, fmt.precision, path.stat().st_size, chk)]
+    return arts + _c_extras(path, final, {**meta, **result}, o, runner, bundle, log)
+
+
+def _c_extras(path: Path, source: str, meta: dict, o: dict, host, bundle, log) -> list[Artifact]:
+    """``--runner``: ``<stem>_runner.c``, built here with ``cc -O3`` and checked: its map of the first
+    scene lines (read as a BIL stream) equals :func:`predict_scene`'s with the host build ``host``.
+    ``--c-target``: the shared library and the runner's static executable for the target."""
+    from blmkd.export.c_export import build_for_target, runner_source
+
+    stem, out = path.stem, path.parent
+    arts: list[Artifact] = []
+    if o["runner"]:
+        rpath = out / f"{stem}_runner.c"
+        with atomic_path(rpath, suffix=".c") as tmp:
+            tmp.write_text(runner_source(source, meta))
+            note = _check_runner(tmp, host, bundle)
+            log(f"c: {rpath.name} {_human(tmp.stat().st_size)}; {note}")
+        arts.append(Artifact("c", "runner", rpath, "fp32", rpath.stat().st_size, None, note))
+    if o["c_target"]:
+        t = o["c_target"]
+        lib = build_for_target(path, t, out / f"{stem}-{t}.so")
+        log(f"c: {lib.name} (shared library for {t})")
+        arts.append(Artifact("c", "library", lib, "fp32", lib.stat().st_size, None, f"for {t}"))
+        if o["runner"]:
+            exe = build_for_target(out / f"{stem}_runner.c", t, out / f"{stem}_runner-{t}", runner=True)
+            log(f"c: {exe.name} (static runner executable for {t})")
+            arts.append(Artifact("c", "runner", exe, "fp32", exe.stat().st_size, None, f"static, for {t}"))
+    return arts
+
+
+def _check_runner(src: Path, host, bundle, lines: int = 24) -> str:
+    """Build the runner at ``src`` with ``cc -O3`` and classify the first ``lines`` lines of the
+    checkpoint's scene with it (a BIL float32 stream on stdin); its map must equal predict's."""
+    import subprocess
+    import tempfile
+
+    from blmkd.bench.predict import SceneClassifier, predict_scene, to_class_ids
+    from blmkd.export.c_export import c_compiler
+
+    cube = np.asarray(bundle.scene.cube[: max(lines, host.patch)], dtype=np.float32)  # (h, W, bands)
+    h, w, b = cube.shape
+    clf = SceneClassifier.from_runner(host, "encode-c", threads=1)
+    want = to_class_ids(predict_scene(clf, cube).pred, clf.class_ids)
+    cc = c_compiler()[0]
+    with tempfile.TemporaryDirectory(prefix="blmkd-runner-") as tmp:
+        exe = Path(tmp) / "runner"
+        res = subprocess.run([*shlex.split(cc), "-O3", "-o", str(exe), str(src), "-lm"], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ExportError(f"--runner: {cc} -O3 failed on the runner: {res.stderr.strip().splitlines()[:1]}")
+        run = subprocess.run([str(exe), "--width", str(w), "--interleave", "bil", "--dtype", "float32", "-"],
+                             input=np.ascontiguousarray(cube.transpose(0, 2, 1)).tobytes(), capture_output=True)  # fmt: skip
+    if run.returncode != 0:
+        raise ExportError(f"--runner: the runner failed on the scene: {run.stderr.decode(errors='replace').strip()}")
+    got = np.frombuffer(run.stdout, want.dtype)
+    if got.size != want.size or not np.array_equal(got.reshape(want.shape), want):
+        raise ExportError("--runner: the runner's map of the first scene lines differs from blmkd predict's; nothing written")
+    return f"built with `{cc} -O3`; its map of {h}×{w} scene pixels equals predict's"
 
 
 def _tensorrt(

@@ -105,9 +105,9 @@ FORMATS: dict[str, ExportFormat] = {
             precision="fp32",
             runtime="c",
             devices=("cpu",),
-            options=frozenset({"atol"}),
-            defaults=MappingProxyType({"atol": 1e-3}),
-            description="byte students: one dependency-free C99 file (weights inside), compiled here with the system C compiler and checked against PyTorch",
+            options=frozenset({"atol", "runner", "c_target"}),
+            defaults=MappingProxyType({"atol": 1e-3, "runner": False, "c_target": None}),
+            description="byte students: one dependency-free C99 file (weights inside), compiled here with the system C compiler and checked against PyTorch; --runner adds a standalone push-broom runner, --c-target cross-compiles both for another CPU and checks the logits there",
         ),
         ExportFormat(
             name="trt",
@@ -144,6 +144,8 @@ OPTION_FLAGS = {
     "build_engine": "--build-engine",
     "workspace_mb": "--workspace",
     "batch_profile": "--batch-profile",
+    "runner": "--runner",
+    "c_target": "--c-target",
 }
 
 
@@ -156,6 +158,12 @@ def _check_target(v: Any) -> None:
     from blmkd.export.targets import get_target
 
     get_target(v)  # raises with the list of known targets
+
+
+def _check_c_target(v: Any) -> None:
+    from blmkd.export.c_export import get_c_target
+
+    get_c_target(v)  # raises with the list of known C targets
 
 
 def _require(cond: Callable[[Any], bool], msg: str) -> Callable[[Any], None]:
@@ -182,6 +190,7 @@ _VALIDATORS: dict[str, Callable[[Any], None]] = {
     "workspace_mb": _require(lambda v: int(v) >= 1, "--workspace (MiB) must be at least 1, got {v}"),
     "batch_profile": _check_batch_profile,
     "target": _check_target,
+    "c_target": _check_c_target,
 }
 
 

@@ -451,6 +451,15 @@ def _notes(result: dict) -> list[str]:
             "Map px/s: the whole scene classified in row tiles (reading, preprocessing and inference); "
             + ", ".join(f"{_short(r)}: {r['map']['mode']} path" for r in maps)
         )
+    sensor = result.get("sensor")
+    if sensor:
+        src = f" Source: {sensor['source']}." if sensor.get("source") else ""
+        note = f" ({sensor['notes']})" if sensor.get("notes") else ""
+        notes.append(
+            f"Sensor {sensor['name']} ({sensor['description']}): {sensor['swath_px']:,} px per line × "
+            f"{sensor['lines_per_s']:,.1f} lines/s = {sensor['pixel_rate']:,.0f} px/s, the throughput every "
+            f"target is judged against here{note}.{src}"
+        )
     return notes
 
 

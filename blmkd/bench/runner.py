@@ -33,7 +33,7 @@ import numpy as np
 
 from blmkd.bench.machine import cuda_status, jetson_model, machine_info, matmul_peak_gflops
 from blmkd.bench.memory import PeakMemory
-from blmkd.bench.targets import default_target, get_profile, judge, load_profiles
+from blmkd.bench.targets import default_target, get_profile, get_sensor, judge, load_profiles, with_sensor
 from blmkd.bench.tegrastats import TegrastatsMonitor, energy_per_kpx_mj, tegrastats_status
 from blmkd.bench.timing import percentiles, time_samples
 from blmkd.errors import BlmkdError, DataError, ModelError
@@ -528,6 +528,7 @@ def run_bench(
     dataset: str | None = None,
     targets: list[str] | None = None,
     targets_file: str | Path | None = None,
+    sensor: str | None = None,
     batches: tuple[int, ...] | list[int] = DEFAULT_BATCHES,
     device: str = "cpu",
     runs: int = 100,
@@ -548,6 +549,9 @@ def run_bench(
         targets: target profile names (``jetson-orin-nano@7W`` picks a power mode); default the one
             describing this machine.
         targets_file: TOML overriding or adding profiles (see :mod:`blmkd.bench.targets`).
+        sensor: a sensor preset (``enmap``, ...) or ``swath=PX,rate=LINES_PER_S`` (see
+            :func:`blmkd.bench.targets.get_sensor`): every target's throughput budget becomes the
+            pixel rate of that sensor, and the verdicts say with what margin the artifact keeps up.
         batches: batch sizes; 1 gives the latency, the others the throughput.
         device: ``cpu`` or ``cuda``.
         cpu_bf16: on CPU, also run checkpoints under BF16 autocast (skipped with the reason on a CPU
@@ -581,6 +585,10 @@ def run_bench(
         raise BlmkdError(f"--device must be cpu or cuda, not {device!r}")
     profiles = load_profiles(targets_file)
     chosen = [get_profile(t, profiles) for t in (targets or [default_target(device)])]
+    sensor_obj = get_sensor(sensor) if sensor else None
+    if sensor_obj is not None:
+        chosen = [with_sensor(p, sensor_obj) for p in chosen]
+        log(f"sensor {sensor_obj.text()}")
     maps = bool(report_dir) if maps is None else maps
 
     bundle, data_source = bench_bundle(paths, dataset)
@@ -636,6 +644,7 @@ def run_bench(
                      "eval_size": eval_size, "maps": maps, "tile": tile},
         "rows": rows,
         "targets": [p.to_dict() for p in chosen],
+        "sensor": sensor_obj.to_dict() if sensor_obj is not None else None,
         "verdicts": verdicts,
         "baselines": baseline_lines(rows),
     }  # fmt: skip

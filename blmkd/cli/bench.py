@@ -51,6 +51,13 @@ def bench(
             "--targets-file", help="TOML file overriding or adding target profiles (one table per target, named targets.NAME)."
         ),
     ] = None,
+    sensor: Annotated[
+        str | None,
+        typer.Option(
+            "--sensor",
+            help="Judge throughput against a sensor's pixel rate: enmap, prisma, desis, hypso-1, uav-pushbroom, or swath=PX,rate=LINES_PER_S (or swath=PX,speed=M_S,gsd=M; swath=PX,altitude=M,gsd=M).",
+        ),
+    ] = None,
     batch: Annotated[
         str, typer.Option("--batch", help="Batch sizes: 1 gives the latency, the others the throughput.")
     ] = "1,64,1024",
@@ -101,7 +108,7 @@ def bench(
 
     targets = [t for item in (target or []) for t in item.split(",") if t] or None
     with C.console.status("benchmarking ..."):
-        res = run_bench(models, report, dataset=dataset, targets=targets, targets_file=targets_file,
+        res = run_bench(models, report, dataset=dataset, targets=targets, targets_file=targets_file, sensor=sensor,
                         batches=_ints(batch, "--batch"), device=device, runs=runs, threads=threads,
                         eval_size=eval_size, maps=maps, tile=tile, cpu_bf16=bf16, log=log)  # fmt: skip
     C.console.print(_table(res))

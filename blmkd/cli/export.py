@@ -35,6 +35,20 @@ def export_cmd(
             help="Byte students: one dependency-free C99 file with the weights inside (compiled here with cc to check it; lowest batch-1 latency on a CPU).",
         ),
     ] = False,
+    runner: Annotated[
+        bool,
+        typer.Option(
+            "--runner",
+            help="With --c: also <model>_runner.c, a standalone program (cc -O3) that classifies a raw BIL/BIP/BSQ cube or a push-broom stream line by line (see docs/edge.md).",
+        ),
+    ] = False,
+    c_target: Annotated[
+        str | None,
+        typer.Option(
+            "--c-target",
+            help="With --c: also build for this CPU with its cross compiler ($CC or <triple>-gcc) and check the logits there (qemu where needed): aarch64, cortex-a78ae (Jetson Orin), cortex-a57, cortex-a72, x86-64-v3.",
+        ),
+    ] = None,
     trt: Annotated[
         bool,
         typer.Option("--trt", help="TensorRT engine per requested precision + a build script for --target."),
@@ -107,6 +121,8 @@ def export_cmd(
             min_agreement=min_agreement,
             max_oa_drop=max_oa_drop,
             eval_size=eval_size,
+            runner=runner or None,
+            c_target=c_target,
             log=lambda s: C.console.print(s, markup=False, highlight=False),
         )
     C.console.print(_table(artifacts))

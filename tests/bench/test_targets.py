@@ -6,7 +6,16 @@ import re
 
 import pytest
 
-from blmkd.bench.targets import PROFILES, get_profile, judge, load_profiles
+from blmkd.bench.targets import (
+    PROFILES,
+    SENSORS,
+    get_profile,
+    get_sensor,
+    judge,
+    load_profiles,
+    orbit_ground_speed,
+    with_sensor,
+)
 from blmkd.errors import BlmkdError
 
 
@@ -99,4 +108,99 @@ def test_throughput_budget_uses_the_whole_scene_rate_where_mapped():
     v = judge(PROFILES["cpu"], _row(best_px_s=20_000, map={"px_s": 70_000}), "cpu")
     thr = v.checks[2]
     assert thr.quantity == "throughput" and thr.measured == 70_000 and thr.passed
-    assert "70,000 px/s (whole-scene map) ≥ 50,000 px/s: pass" in thr.text()
+    assert "70,000 px/s (whole-scene map, 1.40× the required rate) ≥ 50,000 px/s: pass" in thr.text()
+
+
+def test_orbit_ground_speed_by_hand():
+    # 653 km: v = sqrt(3.986004418e14 / 7,024,000 m) = 7,533.1 m/s; on the ground × 6,371 / 7,024 = 6,832.9 m/s
+    assert orbit_ground_speed(653_000) == pytest.approx(6_832.9, abs=0.5)
+    assert orbit_ground_speed(400_000) > orbit_ground_speed(653_000)  # lower orbits fly faster
+
+
+@pytest.mark.parametrize(
+    ("name", "px_s"),
+    [
+        ("enmap", 1000 * 6_832.9 / 30),  # 30 km swath / 30 m, 653 km orbit: ~228 lines/s
+        ("prisma", 1000 * 6_888.6 / 30),  # 615 km
+        ("desis", 1024 * 7_219.0 / 30),  # ISS, 400 km
+        ("uav-pushbroom", 640 * 5 / 0.05),  # 5 m/s over 5 cm pixels: 100 lines/s
+    ],
+)
+def test_sensor_presets_give_their_pixel_rate(name, px_s):
+    s = SENSORS[name]
+    assert s.pixel_rate == pytest.approx(px_s, rel=1e-3)
+    assert s.source and s.swath_px > 0
+    assert f"{s.pixel_rate:,.0f} px/s" in s.text()
+
+
+def test_every_preset_names_its_source():
+    assert set(SENSORS) >= {"enmap", "prisma", "desis", "hypso-1", "uav-pushbroom"}
+    for s in SENSORS.values():
+        assert re.search(r"(doi:10\.\d+/\S+|datasheet)", s.source), s.name
+
+
+@pytest.mark.parametrize(
+    ("spec", "px_s"),
+    [
+        ("swath=1000,rate=230", 230_000),
+        ("swath=640, speed=5, gsd=0.05", 64_000),
+        ("swath=1000,altitude=653000,gsd=30", 1000 * 6_832.9 / 30),
+        ("ENMAP", SENSORS["enmap"].pixel_rate),
+    ],
+)
+def test_custom_sensor_specs(spec, px_s):
+    assert get_sensor(spec).pixel_rate == pytest.approx(px_s, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("landsat", r"unknown sensor 'landsat'; presets: enmap, prisma, desis, hypso-1, uav-pushbroom"),
+        ("rate=230", r"give swath=PIXELS"),
+        ("swath=1000,gsd=30", r"give a line rate, or a GSD with a ground speed or an altitude"),
+        ("swath=1000,fps=30", r"unknown field 'fps'"),
+        ("swath=1000,rate=-2", r"rate must be positive"),
+        ("swath=wide,rate=2", r"swath must be a number"),
+    ],
+)
+def test_bad_sensor_is_a_one_line_error(spec, message):
+    with pytest.raises(BlmkdError, match=message):
+        get_sensor(spec)
+
+
+def test_sensor_sets_the_throughput_budget_and_the_margin():
+    p = with_sensor(get_profile("jetson-orin-nano"), SENSORS["enmap"])
+    assert p.name == "jetson-orin-nano+enmap" and p.min_throughput_px_s == SENSORS["enmap"].pixel_rate
+    assert p.latency_ms == PROFILES["jetson-orin-nano"].latency_ms  # the other budgets stay
+    keeps_up = judge(p, _row(best_px_s=1_000, map={"px_s": 2 * p.min_throughput_px_s}), "jetson").checks[2]
+    assert keeps_up.passed and "2.00× the required rate" in keeps_up.text()
+    falls_behind = judge(p, _row(best_px_s=0.5 * p.min_throughput_px_s), "jetson").checks[2]
+    assert falls_behind.passed is False and "0.50× the required rate" in falls_behind.text()
+
+
+def test_cli_bench_with_a_sensor(student_ckpt, tmp_path):
+    """`blmkd bench --target jetson-orin-nano --sensor enmap`: the verdict says whether the artifact keeps
+    up with EnMAP and with what margin, and the report shows the sensor."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from blmkd.cli import app
+
+    res = CliRunner(env={"COLUMNS": "250", "BLMKD_NO_PROGRESS": "1"}).invoke(app, [
+        "bench", str(student_ckpt.path), "--target", "jetson-orin-nano", "--sensor", "enmap", "--runs", "10",
+        "--batch", "1,256", "--eval-size", "200", "--threads", "1", "--report", str(tmp_path / "rep"),
+    ])  # fmt: skip
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "sensor enmap: 1,000 px × 6,833 m/s ground speed / 30 m GSD = 227.8 lines/s = 227,761 px/s" in res.output
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    (v,) = rep["verdicts"]
+    thr = next(c for c in v["checks"] if c["quantity"] == "throughput")
+    assert v["target"] == "jetson-orin-nano+enmap" and thr["budget"] == pytest.approx(227_761, abs=1)
+    margin = thr["measured"] / thr["budget"]
+    flat = " ".join(res.output.split())  # the console wraps long lines
+    assert f"{margin:.2f}× the required rate" in thr["text"] and f"{margin:.2f}× the required rate" in flat
+    assert "jetson-orin-nano+enmap: " + ("PASS" if margin >= 1 else "FAIL") in flat
+    assert rep["sensor"]["name"] == "enmap"
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Sensor enmap" in md and "doi:10.3390/rs70708830" in md and "jetson-orin-nano+enmap" in md

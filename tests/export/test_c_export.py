@@ -5,6 +5,7 @@ Tests that compile are skipped, with the reason, where this machine has no C com
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,70 @@ def test_c_equals_pytorch(name, patch, cfg, tmp_path):
     feats = r.pixel_features(x.numpy().transpose(0, 2, 3, 1).reshape(n * L, -1))  # (n·L, ·) × 3, raster
     windows = [np.ascontiguousarray(f.reshape(n, L, -1)[:, list(r.scan_order)]) for f in feats]
     np.testing.assert_allclose(r.run_tokens(*windows), ref, rtol=1e-4, atol=1e-4)
+
+
+BUILDS = [
+    # extra -D, what blm_build() must report: the vector-extension matmul (GCC/Clang), its portable
+    # C99 loop, and the obvious triple-loop reference, each built for this CPU and for plain AVX2
+    ("", r"matmul=vector vw=\d+ mr=\d+"),
+    ("-DBLM_PORTABLE", r"matmul=c99 mr=\d+"),
+    ("-DBLM_REFERENCE", r"matmul=reference"),
+]
+
+
+@needs_cc
+@pytest.mark.parametrize("arch", ["-march=native", "-march=x86-64-v3", ""], ids=["native", "avx2", "generic"])
+@pytest.mark.parametrize("define,build", BUILDS, ids=["vector", "portable", "reference"])
+def test_every_matmul_path_equals_pytorch(define, build, arch, tmp_path, monkeypatch):
+    """The fast paths and their references, on configurations with and without a remainder row block."""
+    import platform
+
+    from blmkd.export.c_export import BASE_CFLAGS
+
+    if arch == "-march=x86-64-v3" and platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64-v3 (AVX2) builds need an x86-64 compiler")
+    monkeypatch.setenv("BLMKD_CFLAGS", " ".join([*BASE_CFLAGS, arch, define]))
+    for name, patch, cfg in (CONFIGS[0], CONFIGS[2]):
+        model = _random_student(len(name), **cfg)
+        src = tmp_path / f"m{patch}.c"
+        src.write_text(c_source(model, patch, _meta(model, patch)))
+        x = torch.randint(0, 256, (20, model.config.bands, patch, patch), dtype=torch.uint8)
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        r = CRunner(src, threads=1)
+        assert re.fullmatch(build, r.build) and r.build in r.providers[0]
+        if define == "" and arch == "-march=x86-64-v3":
+            assert r.build == "matmul=vector vw=8 mr=6"  # AVX2: 6 rows of 2 ymm accumulators
+        np.testing.assert_allclose(r.run(x.numpy()), ref, rtol=1e-4, atol=1e-4)
+        n, L = x.shape[0], patch * patch
+        feats = r.pixel_features(x.numpy().transpose(0, 2, 3, 1).reshape(n * L, -1))
+        windows = [np.ascontiguousarray(f.reshape(n, L, -1)[:, list(r.scan_order)]) for f in feats]
+        np.testing.assert_allclose(r.run_tokens(*windows), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gates_vectorize_under_strict_ieee(tmp_path):
+    """GCC vectorizes every loop of the portable kernel without -ffast-math (the reason the exp, log
+    and softplus select on bits): none is left 'not vectorized: control flow in loop'."""
+    import shutil
+    import subprocess
+
+    from blmkd.export.c_export import BASE_CFLAGS
+
+    gcc = shutil.which("gcc")
+    if gcc is None or "gcc" not in subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.lower():
+        pytest.skip("needs GCC (its -fopt-info report)")
+    src = _small_export(tmp_path, 6)
+    res = subprocess.run([gcc, *BASE_CFLAGS, "-march=x86-64-v3" if _x86() else "-O3", "-fopt-info-vec-all",
+                          "-DBLM_PORTABLE", "-c", str(src), "-o", str(tmp_path / "m.o")], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "loop vectorized" in res.stderr
+    assert "control flow in loop" not in res.stderr, [ln for ln in res.stderr.splitlines() if "control flow" in ln]
+
+
+def _x86() -> bool:
+    import platform
+
+    return platform.machine() in ("x86_64", "AMD64")
 
 
 @needs_cc
