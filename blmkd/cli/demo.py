@@ -41,8 +41,9 @@ def demo(
     _print_data(bundle)
 
     C.console.rule(f"[bold]2 · teacher: {teacher_model}, {teacher_epochs} epochs")
+    # a demo run replaces the previous one in OUT (its exports are written with force too)
     train_teacher(model=teacher_model, seed=seed, epochs=teacher_epochs, out=out / "teacher", progress=progress,
-                  patience=max(10, teacher_epochs // 3))  # fmt: skip
+                  patience=max(10, teacher_epochs // 3), force=True)  # fmt: skip
 
     C.console.rule(f"[bold]3 · distillation: {student} from the teacher")
     # T 2 and λ_max 0.5, not the paper's T 4 and λ → 1: on Indian Pines the paper's schedule lost the
@@ -51,7 +52,7 @@ def demo(
     # (docs/distillation.md, docs/results.md).
     distill(teacher=out / "teacher", student=student, epochs=student_epochs, warmup_epochs=max(1, student_epochs // 4),
             temperature=temperature, lambda_max=lambda_max, unlabelled=unlabelled, class_balance=class_balance,
-            out=out / "student", progress=progress, patience=max(20, student_epochs // 2))  # fmt: skip
+            out=out / "student", progress=progress, patience=max(20, student_epochs // 2), force=True)  # fmt: skip
 
     headline = {"teacher": _test_of(out / "teacher"), "student": _test_of(out / "student")}
     report_path = None
