@@ -276,11 +276,11 @@ def part_distill(a) -> dict:
     res = {}
     _, _, res["teacher_wall_s"] = _blmkd(
         ["train-teacher", "-m", "ssa_mamba_test" if a.smoke else "ssa_mamba", *data, "--epochs", t_epochs, "--out",
-         str(teacher), *dev, *common], log, 900)  # fmt: skip
+         str(teacher), "--force", *dev, *common], log, 900)  # fmt: skip
     _, _, res["distill_wall_s"] = _blmkd(
         ["distill", "--teacher", str(teacher), "--student", "blm_test" if a.smoke else "blm_t", "--epochs", s_epochs,
          "-T", "2", "--lambda-max", "0.5", "--warmup-epochs", "1" if a.smoke else "20",
-         "--unlabelled", "200" if a.smoke else "20000", "--class-balance", "0.9", "--out", str(student), *dev,
+         "--unlabelled", "200" if a.smoke else "20000", "--class-balance", "0.9", "--out", str(student), "--force", *dev,
          *common], log, 900)  # fmt: skip
     _, _, res["export_wall_s"] = _blmkd(["export", str(student), "--onnx", "--out", str(work / "export"), "--force"], log, 600)
     for name, d in (("teacher", teacher), ("student", student)):

@@ -32,6 +32,8 @@ from torch import nn
 from blmkd.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from blmkd.errors import BlmkdError, ModelError
 from blmkd.io import atomic_write_json
+from blmkd.models import model_config_dict
+from blmkd.runs import resume_mismatch
 
 # ----------------------------------------------------------------------------------------------
 # Data
@@ -594,10 +596,17 @@ def fit(
     if resume:
         last = out / "last.safetensors"
         state = None
+        problem = None
         if main and last.exists():
             ck = load_checkpoint(last)
-            ema_state = ema.state_from(ck) if ema is not None else None
-            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
+            problem = resume_mismatch(ck.meta, getattr(model, "blmkd_name", type(model).__name__),
+                                      model_config_dict(model), meta_base)  # fmt: skip
+            if problem is None:
+                ema_state = ema.state_from(ck) if ema is not None else None
+                state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
+        problem = D.broadcast_object(problem)
+        if problem is not None:  # every rank stops: a model trained on two splits would carry one's label
+            raise TrainingError(f"--resume refused: {problem}; resume with the run's own options, or start a new run")
         state = D.broadcast_object(state)
         if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
@@ -664,10 +673,9 @@ def fit(
                 stats += [v * n for v in parts.values()]
                 stats = D.all_reduce_sum(stats)  # global sums: the same on every rank
                 if not math.isfinite(stats[0]):  # so every rank stops here together
-                    raise TrainingError(
-                        f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, "
-                        f"the last good checkpoint is kept in {out}"
-                    )
+                    kept = (f"the checkpoint of epoch {epoch - 1} is kept in {out / 'last.safetensors'}" if epoch > 1
+                            else "no checkpoint was written")  # fmt: skip
+                    raise TrainingError(f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, {kept}")
                 if world > 1:  # DDP averages over ranks: weighted by its share, that is the global-batch mean
                     loss = loss * (n * world / n_global)
                 opt.zero_grad(set_to_none=True)
@@ -719,10 +727,12 @@ def fit(
             if main:
                 if improved:
                     save_checkpoint(out / "best.safetensors", judged, meta, extra_tensors=extra_tensors)
-                last_extra = {**(extra_tensors or {}), **(ema.tensors() if ema is not None else {})}
-                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=last_extra or None)
+                # the row before last.safetensors: a kill between the two repeats this epoch on --resume
+                # (the row is rewritten) instead of resuming after it without its row
                 log_lines.append(json.dumps(row))
                 _write_lines(log_path, log_lines)
+                last_extra = {**(extra_tensors or {}), **(ema.tensors() if ema is not None else {})}
+                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=last_extra or None)
             prog.update(row, best_val)
             if on_epoch:
                 on_epoch(row)

@@ -63,9 +63,13 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(s) for s in text.replace(" ", "").split(",") if s]
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
     except ValueError:
         raise BlmkdError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:  # each seed is one run folder: a repeat would train over itself and count twice in the summary
+        raise BlmkdError(f"--seeds repeats {', '.join(map(str, dup))}: give each seed once")
+    return seeds
 
 
 def report_table(title: str, rows: list[tuple[str, dict]]) -> Table:

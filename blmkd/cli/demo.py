@@ -42,8 +42,9 @@ def demo(
     _print_data(bundle)
 
     C.console.rule(f"[bold]2 · teacher: {teacher_model}, {teacher_epochs} epochs")
+    # a demo run replaces the previous one in OUT (its exports are written with force too)
     train_teacher(model=teacher_model, seed=seed, epochs=teacher_epochs, out=out / "teacher", progress=progress,
-                  patience=max(10, teacher_epochs // 3))  # fmt: skip
+                  patience=max(10, teacher_epochs // 3), force=True)  # fmt: skip
 
     C.console.rule(f"[bold]3 · distillation: {student} from the teacher")
     # T 2 and λ_max 0.5, not the paper's T 4 and λ → 1: on Indian Pines the paper's schedule lost the
@@ -52,7 +53,7 @@ def demo(
     # (docs/distillation.md, docs/results.md).
     distill(teacher=out / "teacher", student=student, epochs=student_epochs, warmup_epochs=max(1, student_epochs // 4),
             temperature=temperature, lambda_max=lambda_max, unlabelled=unlabelled, class_balance=class_balance,
-            out=out / "student", progress=progress, patience=max(20, student_epochs // 2))  # fmt: skip
+            out=out / "student", progress=progress, patience=max(20, student_epochs // 2), force=True)  # fmt: skip
 
     headline = {"teacher": _test_of(out / "teacher"), "student": _test_of(out / "student")}
     baseline_onnx = []
@@ -83,11 +84,12 @@ def demo(
 
         C.console.rule("[bold]4 · export: ONNX FP32 + INT8 + INT8 byte-input, C (checked against PyTorch)")
         src = out / "student" / "best.safetensors"
-        arts = export_fn(src, formats=["onnx", "int8"], out_dir=out / "export", force=True)
-        try:  # its stricter check can refuse a barely trained student; the demo goes on without it
-            arts += export_fn(src, formats=["int8-byte"], out_dir=out / "export", force=True)
-        except ExportError as exc:
-            C.console.print(f"[yellow]INT8 byte-input export skipped: {exc}[/]")
+        arts = export_fn(src, formats=["onnx"], out_dir=out / "export", force=True)
+        for fmt, label in (("int8", "INT8"), ("int8-byte", "INT8 byte-input")):
+            try:  # their checks (OA drop, agreement) can refuse a barely trained student; the demo goes on without it
+                arts += export_fn(src, formats=[fmt], out_dir=out / "export", force=True)
+            except ExportError as exc:
+                C.console.print(f"[yellow]{label} export skipped: {exc}[/]")
         from blmkd.export.c_export import c_compiler
 
         if c_compiler()[0] is None:  # the C file is compiled here to check it; without a compiler, no C row

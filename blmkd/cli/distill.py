@@ -17,6 +17,7 @@ from blmkd.cli.train import (
     Batch,
     ClassBalance,
     Epochs,
+    Force,
     LabelSmoothing,
     Out,
     Patience,
@@ -77,6 +78,7 @@ def distill(
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student"),
     resume: Resume = False,
+    force: Force = False,
     device: C.TrainDevice = "auto",
     amp: C.Amp = "off",
     progress: C.Progress = True,
@@ -98,6 +100,7 @@ def distill(
     from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
+    from blmkd.runs import existing_run
     from blmkd.train import bundle_from_checkpoint, class_balance_weights, with_patch
 
     _check_student(student)
@@ -190,9 +193,11 @@ def distill(
         t_bundles[s] = [with_patch(tbundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks]
         bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
+        resume_s = resume and (len(seed_list) == 1 or bool(existing_run(run_dir)))  # a seed not started yet starts
         runs += _run_seeds(
             [bundle.options.seed], run_dir, build, {}, lambda _s: dataclasses.replace(train_cfg, seed=_s),
-            resume=resume, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs, bundle=bundle,
+            resume=resume_s, force=force, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs,
+            bundle=bundle,
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
             _side_by_side(cks, run_dir, t_bundles[s] + [bundle])
@@ -273,6 +278,7 @@ def train_student(
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/student_nokd"),
     resume: Resume = False,
+    force: Force = False,
     device: C.TrainDevice = "auto",
     amp: C.Amp = "off",
     progress: C.Progress = True,
@@ -297,7 +303,7 @@ def train_student(
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
         lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
                              class_balance, device=device, amp=amp),
-        resume=resume, progress=progress, title=f"student {student} (no teacher)",
+        resume=resume, force=force, progress=progress, title=f"student {student} (no teacher)",
     )  # fmt: skip
 
 

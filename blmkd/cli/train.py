@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -52,7 +53,8 @@ LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Cross-
 ClassBalance = Annotated[float, typer.Option("--class-balance", help="Weigh each pixel's loss by its class: 1/effective number of the class's training pixels, (1 − βⁿ)/(1 − β) (Cui et al. 2019), mean weight 1. β in [0, 1), e.g. 0.9; 0 = off.")]
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, metrics.jsonl).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors (says which epoch; refuses another model, dataset, split or preprocessing).")]
+Force = Annotated[bool, typer.Option("--force", help="Replace the run already in OUT (without it, an existing run is refused).")]
 
 
 def train_teacher(
@@ -84,6 +86,7 @@ def train_teacher(
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/teacher"),
     resume: Resume = False,
+    force: Force = False,
     device: C.TrainDevice = "auto",
     amp: C.Amp = "off",
     progress: C.Progress = True,
@@ -111,51 +114,98 @@ def train_teacher(
         lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
                              class_balance, device=device, amp=amp),
         resume=resume,
+        force=force,
         progress=progress,
         title=f"teacher {model}",
     )  # fmt: skip
 
 
-def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress, title, fit_kwargs=None, bundle=None):
+def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress, title, fit_kwargs=None, bundle=None,
+               force=False):  # fmt: skip
     """Train one run per seed (OUT itself for a single seed) and print/record the results.
 
     ``bundle`` reuses prepared data (distillation takes the teacher's) instead of ``data_kw``.
-    Under torchrun every rank trains and only rank 0 prints and writes the summary.
+    Each run folder is claimed first (:func:`blmkd.runs.claim_run`: locked, cleaned, refused if it
+    holds a run and neither ``resume`` nor ``force`` is given); with several seeds OUT is locked too,
+    and under ``resume`` a seed whose folder holds no run yet starts at epoch 1. The seed is set
+    before the model is built, so the same command and seed give the same run.
+    Under torchrun every rank trains and only rank 0 prints, locks and writes the summary.
     """
+    import torch
+
     from blmkd.distributed import is_main
     from blmkd.flops import count_flops, count_params
+    from blmkd.runs import RunLock, claim_run, existing_run, last_epoch
     from blmkd.train import fit, prepare_data, write_summary
 
     say = C.console.print if is_main() else (lambda *a, **k: None)
     runs = []
-    for s in seed_list:
-        run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
-        if bundle is None or len(seed_list) > 1:
-            bundle = prepare_data(C.data_options(seed=s, **data_kw))
-        model = build(s, bundle)
-        kwargs = fit_kwargs(s, bundle, model) if fit_kwargs else {}
-        say(
-            f"[bold]{title}[/] seed {s}: {bundle.scene.name} {bundle.scene.height}×{bundle.scene.width}×{bundle.scene.bands}, "
-            f"{int(bundle.split.train.sum())} train / {int(bundle.split.val.sum())} val / {int(bundle.split.test.sum())} test px, "
-            f"leakage {bundle.split.leakage:.3f}"
-        )
-        res = fit(model, bundle, cfg_for_seed(s), run_dir, resume=resume, progress=progress, **kwargs)
-        x = bundle.extractor(getattr(model, "input_kind", "float")).gather([0], [0])
-        stats = {"parameters": count_params(model), "flops_per_pixel": count_flops(model, x)}
-        runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
-                     "epochs_run": res.epochs_run, "selection": res.selection, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
-        say(
-            C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
-        )
-        if res.selection:
-            say(f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}", highlight=False)
-    if len(seed_list) > 1 and is_main():
-        summ = write_summary(out / "summary.json", runs)
-        say(
-            f"[bold]{title}[/] over seeds {seed_list}: "
-            + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
-        )
+    with contextlib.ExitStack() as stack:
+        if len(seed_list) > 1:
+            out.mkdir(parents=True, exist_ok=True)
+            root = _on_main(lambda: RunLock(out).acquire())
+            if root is not None:
+                stack.enter_context(root)
+        for s in seed_list:
+            run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
+            if bundle is None or len(seed_list) > 1:
+                bundle = prepare_data(C.data_options(seed=s, **data_kw))
+            cfg = cfg_for_seed(s)
+            resume_s = resume and (len(seed_list) == 1 or bool(existing_run(run_dir)))
+            if resume and not resume_s:
+                say(f"[bold]{title}[/] seed {s}: no run in {run_dir} yet, starting at epoch 1")
+            lock = _on_main(lambda run_dir=run_dir, r=resume_s: claim_run(run_dir, resume=r, force=force))
+            try:
+                if resume_s:
+                    ep = last_epoch(run_dir) if is_main() else None
+                    left = f"epochs {ep + 1}–{cfg.epochs} to go" if ep is not None and ep < cfg.epochs else "no epochs left"
+                    say(f"[bold]{title}[/] seed {s}: resuming {run_dir} from last.safetensors after epoch {ep} ({left})")
+                torch.manual_seed(s)  # the initial weights are the seed's, not whatever ran before
+                model = build(s, bundle)
+                kwargs = fit_kwargs(s, bundle, model) if fit_kwargs else {}
+                say(
+                    f"[bold]{title}[/] seed {s}: {bundle.scene.name} {bundle.scene.height}×{bundle.scene.width}×{bundle.scene.bands}, "
+                    f"{int(bundle.split.train.sum())} train / {int(bundle.split.val.sum())} val / {int(bundle.split.test.sum())} test px, "
+                    f"leakage {bundle.split.leakage:.3f}"
+                )
+                res = fit(model, bundle, cfg, run_dir, resume=resume_s, progress=progress, **kwargs)
+            finally:
+                if lock is not None:
+                    lock.release()
+            x = bundle.extractor(getattr(model, "input_kind", "float")).gather([0], [0])
+            stats = {"parameters": count_params(model), "flops_per_pixel": count_flops(model, x)}
+            runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
+                         "epochs_run": res.epochs_run, "selection": res.selection, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
+            say(
+                C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
+            )
+            if res.selection:
+                say(f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}", highlight=False)
+        if len(seed_list) > 1 and is_main():
+            summ = write_summary(out / "summary.json", runs)
+            say(
+                f"[bold]{title}[/] over seeds {seed_list}: "
+                + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
+            )
     return runs
+
+
+def _on_main(claim):
+    """``claim()`` (a lock) on rank 0 alone (None elsewhere); its refusal is raised on every rank, so none trains."""
+    from blmkd import distributed as D
+    from blmkd.runs import RunError
+
+    D.init_from_env()
+    lock, err = None, None
+    if D.is_main():
+        try:
+            lock = claim()
+        except BlmkdError as exc:
+            err = str(exc)
+    err = D.broadcast_object(err)
+    if err is not None:
+        raise RunError(err)
+    return lock
 
 
 def evaluate(

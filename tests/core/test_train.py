@@ -83,11 +83,16 @@ def test_nan_loss_stops_with_epoch_and_keeps_last_good(ip_bundle, tmp_path):
         calls["n"] += 1
         return loss, logits, {}
 
-    with pytest.raises(TrainingError, match="epoch 2"):
+    with pytest.raises(TrainingError, match="at epoch 2; training stopped, the checkpoint of epoch 1 is kept in .*last"):
         fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=3, batch_size=256, patience=0), tmp_path,
             objective=objective, progress=False)  # fmt: skip
     last = load_checkpoint(tmp_path / "last.safetensors")
     assert last.meta["train_state"]["epoch"] == 1
+    # a NaN in the first epoch leaves no checkpoint, and the message does not claim one
+    with pytest.raises(TrainingError, match="at epoch 1; training stopped, no checkpoint was written"):
+        fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=3, batch_size=256, patience=0), tmp_path / "first",
+            objective=lambda m, x, y, i, v, e: objective(m, x, y, i, v, 2), progress=False)  # fmt: skip
+    assert not (tmp_path / "first" / "last.safetensors").exists()
 
 
 def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
