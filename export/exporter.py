@@ -350,11 +350,11 @@ def _write_checked_onnx(
 
 def _write_checked_c(model, path: Path, fmt, meta: dict, ev: EvalSet, ref, labels, criterion, log) -> Artifact:
     """Write the C source to a temporary name, compile and check it here, then rename it into place."""
-    from blmkd.export.c_export import CRunner, c_source, with_metadata
+    from blmkd.export.c_export import CRunner, c_source, seal_c_source, with_metadata
 
     source = c_source(model, int(meta["patch_size"]), meta)
     with atomic_path(path, suffix=".c") as tmp:
-        tmp.write_text(source)
+        tmp.write_text(seal_c_source(source))
         runner = CRunner(tmp)
         chk = compare(ev.logits(runner.run), ref, labels, criterion)
         log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}); {chk.line()}")
@@ -363,7 +363,7 @@ def _write_checked_c(model, path: Path, fmt, meta: dict, ev: EvalSet, ref, label
                 f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
             )
         result = {"test_oa": chk.oa, "agreement": chk.agreement, "max_abs_diff": chk.max_abs_diff, "check": chk.to_dict()}
-        tmp.write_text(with_metadata(source, {**meta, **result}))
+        tmp.write_text(seal_c_source(with_metadata(source, {**meta, **result})))
     return Artifact(fmt.name, "c", path, fmt.precision, path.stat().st_size, chk)
 
 
