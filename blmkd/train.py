@@ -503,12 +503,19 @@ def fit(
         if main and last.exists():
             ck = load_checkpoint(last)
             ema_state = ema.state_from(ck) if ema is not None else None
-            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
+            state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state, ck.model_name)
         state = D.broadcast_object(state)
         if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
-        model_state, opt_state, st, ema_state = state
-        model.load_state_dict(model_state)
+        model_state, opt_state, st, ema_state, resumed_name = state
+        want = getattr(model, "blmkd_name", resumed_name)
+        if resumed_name != want:
+            raise TrainingError(f"--resume: {last} holds a {resumed_name!r} run, not {want!r}; resume it with that model or train into another --out")
+        try:
+            model.load_state_dict(model_state)
+        except RuntimeError as exc:  # same preset, other sizes (bands, classes, options)
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise TrainingError(f"--resume: {last} does not fit this model ({first})") from None
         if ema is not None:
             ema.module.load_state_dict(ema_state)
             ema.updates = st["ema_updates"]  # written with every last.safetensors that holds an average

@@ -38,7 +38,7 @@ from blmkd.export.onnx_export import (
 from blmkd.export.runtime import OnnxRunner, TensorRTRunner, artifact_meta
 from blmkd.export.targets import Target, device_script, engine_name, get_target, onnx_source, script_name
 from blmkd.export.tensorrt import build_engine, local_compute_capability, tensorrt_status
-from blmkd.io import atomic_path, atomic_write_json, atomic_write_text
+from blmkd.io import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from blmkd.train import bundle_from_checkpoint
 
 _ENGINE_SOURCE = {"fp32": "onnx", "fp16": "onnx", "int8": "onnx-int8"}
@@ -228,6 +228,7 @@ def export(
         existing = [p for p in planned if p.exists()]
         if existing:
             raise ExportError(f"{existing[0]} already exists; pass --force to overwrite")
+    check_writable_dir(out, "export folder")  # before the export and its checks, not after them
 
     # ---- model, data, reference ------------------------------------------------------------
     model = ck.build_model()

@@ -60,12 +60,18 @@ def data_options(**kw):
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:
         return None
+    items = text.replace(" ", "").split(",")
+    if not text.strip() or any(not s for s in items):
+        raise BlmkdError(f"--seeds must be comma-separated integers without empty items, got {text!r}")
     try:
-        return [int(s) for s in text.replace(" ", "").split(",") if s]
+        seeds = [int(s) for s in items]
     except ValueError:
         raise BlmkdError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if min(seeds) < 0:
+        raise BlmkdError(f"--seeds must be non-negative, got {text!r}")
+    return seeds
 
 
 def report_table(title: str, rows: list[tuple[str, dict]]) -> Table:

@@ -9,6 +9,7 @@ import typer
 
 from blmkd.cli import common as C
 from blmkd.errors import BlmkdError
+from blmkd.io import check_writable_dir, check_writable_file
 
 
 def _train_cfg(
@@ -126,6 +127,7 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
     from blmkd.train import fit, prepare_data, write_summary
 
     say = C.console.print if is_main() else (lambda *a, **k: None)
+    check_writable_dir(out, "--out")  # before any data loads or model trains
     runs = []
     for s in seed_list:
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
@@ -177,6 +179,8 @@ def evaluate(
 
     if split_set not in ("test", "val", "train"):
         raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")
+    if json_out:
+        check_writable_file(json_out, "--json")
     ck = load_checkpoint(checkpoint)
     bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
     model = ck.build_model()
