@@ -54,6 +54,7 @@ class DataOptions:
     allow_small: bool = False
     train_map: str | None = None  # fixed: train/test maps
     test_map: str | None = None
+    class_names: list[str] | dict | None = None  # names of the classes, in id order or id -> name
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,8 +120,11 @@ def prepare_data(opts: DataOptions) -> Bundle:
     """Load the scene, make the seeded split and fit the preprocessing on training pixels."""
     from blmkd.data import load_scene
     from blmkd.data.preprocess import fit_preprocessing
+    from blmkd.data.scene import with_class_names
 
     scene = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill)
+    if opts.class_names:
+        scene = with_class_names(scene, opts.class_names)
     split = split_for(scene, opts)
     prep = fit_preprocessing(scene.cube, split.train)
     return Bundle(opts, scene, split, prep)

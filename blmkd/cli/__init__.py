@@ -146,7 +146,7 @@ def _bound_check(opt: str):
 
 
 def numeric_options(group: typer.Typer):
-    """``(command, option, OptionInfo)`` for every int or float option of every command in ``group``."""
+    """``(command, option, OptionInfo, int or float)`` for every numeric option of every command in ``group``."""
     for info in group.registered_commands:
         cb = info.callback
         if cb is None:
@@ -160,14 +160,14 @@ def numeric_options(group: typer.Typer):
             if pinfo is None or kinds[0] not in (int, float):
                 continue
             decl = pinfo.default if isinstance(pinfo.default, str) and pinfo.default.startswith("--") else None
-            yield info.name or cb.__name__, decl or "--" + name.replace("_", "-"), pinfo
+            yield info.name or cb.__name__, decl or "--" + name.replace("_", "-"), pinfo, kinds[0]
     for sub in group.registered_groups:
         yield from numeric_options(sub.typer_instance)
 
 
 def _bound_numbers(group: typer.Typer) -> None:
     # A callback per option, so that `app` checks them under CliRunner as well as under `main`.
-    for _, opt, pinfo in numeric_options(group):
+    for _, opt, pinfo, _ in numeric_options(group):
         if opt in NUMERIC_BOUNDS and pinfo.callback is None:
             pinfo.callback = _bound_check(opt)
 

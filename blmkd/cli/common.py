@@ -37,6 +37,7 @@ Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Registry name (se
 GT = Annotated[Path | None, typer.Option("--gt", help="Ground-truth file, when it is not inside the cube file.")]
 CubeKey = Annotated[str | None, typer.Option("--cube-key", help="Variable holding the cube in a .mat/.npz/.h5 (default: found automatically).")]
 GTKey = Annotated[str | None, typer.Option("--gt-key", help="Variable holding the ground truth (default: found automatically).")]
+ClassNames = Annotated[Path | None, typer.Option("--class-names", help="Text file naming the classes of a scene read by path: one name per line in the order of the ground-truth ids, or `ID: NAME` lines.")]
 Fill = Annotated[float | None, typer.Option("--fill", help="Replace NaN/Inf cube values with this number.")]
 Strategy = Annotated[str, typer.Option("--strategy", help="Split: ratio | per-class | disjoint | fixed.")]
 TrainAmount = Annotated[float, typer.Option("--train", help="Training pixels: a fraction per class (ratio, disjoint) or a count per class (per-class).")]
@@ -54,8 +55,11 @@ Amp = Annotated[str, typer.Option("--amp", help="Mixed precision of the training
 
 def data_options(**kw):
     """Build :class:`blmkd.train.DataOptions` from CLI values (paths become strings)."""
+    from blmkd.data.scene import read_class_names
     from blmkd.train import DataOptions
 
+    if kw.get("class_names") is not None:
+        kw["class_names"] = read_class_names(kw["class_names"])
     return DataOptions(**{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
 
 
