@@ -151,7 +151,12 @@ def numeric_options(group: typer.Typer):
         cb = info.callback
         if cb is None:
             continue
-        for name, hint in typing.get_type_hints(cb, include_extras=True).items():
+        hints = typing.get_type_hints(cb, include_extras=True)
+        # Under `from __future__ import annotations` every evaluation of an inline `Annotated[...,
+        # typer.Option(...)]` makes a new OptionInfo; keep the evaluated ones, so that typer reads
+        # the very objects given a callback here.
+        cb.__annotations__ = {**cb.__annotations__, **hints}
+        for name, hint in hints.items():
             if typing.get_origin(hint) is not typing.Annotated:
                 continue
             base, *extra = typing.get_args(hint)
