@@ -338,7 +338,8 @@ def model_stats(runner, stats_cache: dict) -> dict:
         how = f"preset {meta['model']} (default config)"
     p = int(runner.meta.get("patch_size") or 7)
     dev = next(model.parameters()).device
-    x = torch.zeros((2, int(runner.meta.get("bands") or model.config.bands), p, p), device=dev)
+    # batch 1, as everywhere FLOPs are shown (blmkd.flops): the teachers do per-call work a batch amortizes
+    x = torch.zeros((1, int(runner.meta.get("bands") or model.config.bands), p, p), device=dev)
     if getattr(model, "input_kind", "float") == "uint8":
         x = x.to(torch.uint8)
     out = {"parameters": count_params(model), "flops_per_px": int(count_flops(model, x)), "stats_from": how}
