@@ -7,9 +7,13 @@ spec and seed, metrics, the teacher and KD settings for students, and package ve
 ``.json`` sidecar with the same document is written beside it for people and tools.
 
 Nothing is unpickled: safetensors stores raw tensors, and the optimizer state needed by
-``--resume`` is flattened into tensors too (its few scalars go to the JSON). A SHA-256 of the
-tensor bytes is stored and checked on load, so a tampered file is refused; a truncated file
-fails safetensors' own header/size checks. Writes are atomic (temp file + rename).
+``--resume`` is flattened into tensors too (its few scalars go to the JSON). A seal
+(:mod:`blmkd.integrity`) over the tensor bytes and every metadata section is stored under
+``"integrity"`` and checked on load, so an edited weight, preprocessing mean, config or split is
+refused with the name of what changed; a truncated file fails safetensors' own header/size checks.
+Checkpoints written before the seal existed still load: their tensors are checked against
+``tensors_sha256`` and a note says once that their metadata is not verified. Writes are atomic
+(temp file + rename).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from torch import nn
 
 from blmkd import __version__
 from blmkd.errors import ModelError
+from blmkd.integrity import canonical, changed_parts, describe, seal
 from blmkd.io import atomic_path, atomic_write_json
 from blmkd.models import create_model, model_config_dict
 
@@ -115,11 +121,23 @@ def save_checkpoint(
     for k, v in (extra_tensors or {}).items():
         tensors[f"__extra__.{k}"] = v.detach().contiguous().cpu()
     doc["tensors_sha256"] = _tensors_digest(tensors)
-    text = json.dumps(doc, default=_json_default)
+    doc = json.loads(json.dumps(doc, default=_json_default))  # the form a reader will see
+    doc["integrity"] = seal(_sealed_parts(doc, doc["tensors_sha256"]))
+    text = json.dumps(doc)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"blmkd": text})
     atomic_write_json(path.with_suffix(".json"), json.loads(text))
     return path
+
+
+def _sealed_parts(meta: dict, tensors_digest: str) -> dict[str, bytes]:
+    """What a checkpoint's seal covers: the tensors and each metadata section."""
+    parts = {k: canonical(v) for k, v in meta.items() if k != "integrity"}
+    parts["tensors"] = tensors_digest.encode()
+    return parts
+
+
+_LEGACY_NOTED: set[Path] = set()
 
 
 def _json_default(obj: Any) -> Any:
@@ -209,8 +227,22 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise ModelError(f"{p}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
     digest = _tensors_digest(tensors)
-    if digest != meta.get("tensors_sha256"):
+    if "integrity" in meta:
+        changed = changed_parts(meta["integrity"], _sealed_parts(meta, digest))
+        if changed is None:
+            raise ModelError(f"{p}: its integrity record is not a blmkd seal (corrupt or edited file)")
+        if changed:
+            what = describe(["weights" if c == "tensors" else c for c in changed])
+            raise ModelError(f"{p}: {what} changed since it was written (digest mismatch); the file was edited or is corrupt")
+    elif digest != meta.get("tensors_sha256"):
         raise ModelError(f"{p}: tensor checksum mismatch; the file was modified or is corrupt")
+    elif p.resolve() not in _LEGACY_NOTED:
+        _LEGACY_NOTED.add(p.resolve())
+        print(
+            f"note: {p} predates sealed metadata: its weights are verified, its metadata is not "
+            "(training on from it or re-saving seals it)",
+            file=sys.stderr,
+        )
     return Checkpoint(path=p, meta=meta, tensors=tensors)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,28 @@ def _read_json(path: Path) -> dict:
         raise BlmkdError(f"cannot read {path}: {exc}") from None
 
 
+def _verified_sidecar(run_dir: Path) -> dict:
+    """``best.json``, checked against the sealed metadata of ``best.safetensors`` beside it: the
+    sidecar is for people and tools, so an edited one must not change a comparison."""
+    meta = _read_json(run_dir / "best.json")
+    ck = run_dir / "best.safetensors"
+    if not ck.is_file():
+        return meta
+    from blmkd.checkpoint import load_checkpoint
+
+    sealed = load_checkpoint(ck).meta  # verifies the seal
+    if meta != sealed:
+        keys = sorted(k for k in set(meta) | set(sealed) if meta.get(k) != sealed.get(k))
+        raise BlmkdError(
+            f"{run_dir / 'best.json'} does not match the sealed metadata of {ck.name} ({', '.join(keys)} differ); "
+            "it was edited: delete it and re-save, or compare the checkpoints' own numbers"
+        )
+    return meta
+
+
 def load_run(run_dir: Path, metrics_file: str | None = None) -> RunResult:
     """The :class:`RunResult` of one run directory (one that holds ``best.json``)."""
-    meta = _read_json(run_dir / "best.json")
+    meta = _verified_sidecar(run_dir)
     split = meta.get("split") or {}
     if not split.get("digest"):
         raise BlmkdError(f"{run_dir / 'best.json'} records no split digest; cannot pair it with other runs")
@@ -130,7 +150,7 @@ def collect_runs(path: str | Path, metrics_file: str | None = None) -> list[RunR
     root = Path(path)
     if not root.exists():
         raise BlmkdError(f"{root} not found")
-    dirs = [root] if (root / "best.json").is_file() else sorted(p.parent for p in root.rglob("best.json"))
+    dirs = [root] if (root / "best.json").is_file() else _run_dirs(root)
     if not dirs:
         raise BlmkdError(f"no runs under {root} (a run directory holds best.json)")
     runs = [load_run(d, metrics_file) for d in dirs]
@@ -140,6 +160,21 @@ def collect_runs(path: str | Path, metrics_file: str | None = None) -> list[RunR
             raise BlmkdError(f"{seen[r.digest]} and {r.dir} were tested on the same split; compare one of them")
         seen[r.digest] = r.dir
     return runs
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    """Folders under ``root`` holding ``best.json``, following symlinked folders (each real folder
+    once, so a link loop ends)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        if "best.json" in filenames:
+            found.append(Path(dirpath))
+    return sorted(found)
 
 
 def _signflip_p(deltas: np.ndarray) -> float | None:

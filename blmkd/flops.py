@@ -21,6 +21,11 @@ def count_params(model: nn.Module) -> int:
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """FLOPs of one forward pass per sample: counted on ``example_input`` and divided by its batch.
 
+    Every table blmkd prints counts at batch 1: the SSA-Mamba teachers do some work once per call
+    (on their weights, not per sample), which a larger batch amortizes (``ssa_mamba_t``: 13.03 M
+    per patch at batch 1, 12.79 M at batch 2, 12.56 M at batch 64), so counts at other batches
+    would not match across commands.
+
     The model runs in eval mode under ``torch.no_grad`` (its training flag is restored afterwards).
     Only matmul/convolution/attention FLOPs are counted (see the module docstring).
     """

@@ -57,6 +57,7 @@ class DataOptions:
     allow_small: bool = False
     train_map: str | None = None  # fixed: train/test maps
     test_map: str | None = None
+    class_names: list[str] | dict | None = None  # names of the classes, in id order or id -> name
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +123,11 @@ def prepare_data(opts: DataOptions) -> Bundle:
     """Load the scene, make the seeded split and fit the preprocessing on training pixels."""
     from blmkd.data import load_scene
     from blmkd.data.preprocess import fit_preprocessing
+    from blmkd.data.scene import with_class_names
 
     scene = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill)
+    if opts.class_names:
+        scene = with_class_names(scene, opts.class_names)
     split = split_for(scene, opts)
     prep = fit_preprocessing(scene.cube, split.train)
     return Bundle(opts, scene, split, prep)
@@ -611,7 +615,11 @@ def fit(
         if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
         model_state, opt_state, st, ema_state = state
-        model.load_state_dict(model_state)
+        try:
+            model.load_state_dict(model_state)
+        except RuntimeError as exc:  # same preset, other sizes (bands, classes, options)
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise TrainingError(f"--resume: {last} does not fit this model ({first})") from None
         if ema is not None:
             ema.module.load_state_dict(ema_state)
             ema.updates = st["ema_updates"]  # written with every last.safetensors that holds an average

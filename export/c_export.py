@@ -52,6 +52,8 @@ ARCH_CFLAGS = ("-march=native",)
 # not fit in half of Linux's usual 8 MiB main-thread stack (blm_t ~0.2 MiB, blm_paper at 8×8 ~2.0).
 MAX_CALLER_STACK = 4 << 20
 _META_RE = re.compile(r"^/\* BLMKD-META (.*) \*/$", re.MULTILINE)
+#: The last line of a C export: its seal (:mod:`blmkd.integrity`) over everything above it.
+_SEAL_RE = re.compile(r"/\* BLMKD-SEAL (\{[^\n]*\}) \*/\n\Z")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,8 +219,14 @@ def _version() -> str:
 def read_c_metadata(path: str | Path) -> dict[str, Any]:
     """The blmkd metadata of a C export (its ``BLMKD-META`` comment), without compiling it."""
     p = Path(path)
-    with open(p, encoding="utf-8") as fh:
-        head = fh.read(1 << 16)
+    with open(p, "rb") as fh:
+        raw = fh.read(1 << 16)
+    try:
+        head = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if b"\0" in raw or len(raw) < (1 << 16):
+            raise ExportError(f"{p.name}: not a blmkd C export (a binary file, not UTF-8 text)") from None
+        head = raw[: (1 << 16) - 4].decode("utf-8", errors="ignore")  # a multi-byte character cut at the end
     m = _META_RE.search(head)
     if m is None:
         raise ExportError(f"{p.name}: not a blmkd C export (no BLMKD-META comment)")
@@ -226,6 +234,49 @@ def read_c_metadata(path: str | Path) -> dict[str, Any]:
         return json.loads(m.group(1))
     except json.JSONDecodeError as exc:
         raise ExportError(f"{p.name}: its BLMKD-META comment is not valid JSON ({exc})") from None
+
+
+def _sealed_parts(body: str) -> dict[str, bytes]:
+    """What a C export's seal covers: its metadata comment and everything else (code and weights)."""
+    m = _META_RE.search(body)
+    meta = m.group(0) if m else ""
+    rest = body[: m.start()] + body[m.end() :] if m else body
+    return {"metadata": meta.encode("utf-8"), "code and weights": rest.encode("utf-8")}
+
+
+def seal_c_source(source: str) -> str:
+    """``source`` with its seal as the last line (a stale seal replaced)."""
+    from blmkd.integrity import canonical, seal
+
+    body = _SEAL_RE.sub("", source)
+    if not body.endswith("\n"):
+        body += "\n"
+    return body + "/* BLMKD-SEAL " + canonical(seal(_sealed_parts(body))).decode() + " */\n"
+
+
+def verify_c_source(text: str, name: str) -> str:
+    """The text of a C export without its seal line, after checking the seal.
+
+    Raises:
+        ExportError: no seal (an edited file, or one that is not a blmkd C export), or a seal that
+            does not hold, naming what changed (its metadata, or its code and weights).
+    """
+    from blmkd.integrity import changed_parts, describe
+
+    m = _SEAL_RE.search(text)
+    if m is None:
+        raise ExportError(f"{name}: carries no BLMKD-SEAL line; blmkd only compiles sealed C exports (re-export it with `blmkd export --c`)")
+    body = text[: m.start()]
+    try:
+        recorded = json.loads(m.group(1))
+    except json.JSONDecodeError:
+        recorded = None
+    changed = changed_parts(recorded, _sealed_parts(body))
+    if changed is None:
+        raise ExportError(f"{name}: its BLMKD-SEAL line is not a blmkd seal (corrupt or edited file)")
+    if changed:
+        raise ExportError(f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt")
+    return body
 
 
 def with_metadata(source: str, meta: dict[str, Any]) -> str:
@@ -292,7 +343,11 @@ def compile_c(path: str | Path) -> Path:
     """
     src = Path(path)
     code = src.read_bytes()
-    check_c_export(code.decode("utf-8", errors="replace"), src.name)
+    try:
+        text = code.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExportError(f"{src.name}: not a blmkd C export (a binary file, not UTF-8 text)") from None
+    check_c_export(verify_c_source(text, src.name), src.name)
     cc, why = c_compiler()
     if cc is None:
         raise ExportError(f"cannot run {src.name}: {why}")
@@ -585,6 +640,7 @@ class CRunner(Runner):
         shape = (ctypes.c_int * 3)()
         lib.blm_shape(shape)
         self.bands, self.patch, self.num_classes = (int(v) for v in shape)
+        self._check_sizes()
         widths = (ctypes.c_int * 2)()
         lib.blm_widths(widths)
         # widths of pixel_features' h, x, z: d_model, d_inner, d_inner
@@ -608,8 +664,21 @@ class CRunner(Runner):
         self.scan_order = tuple(int(v) for v in order)
         lib.blm_build.restype = ctypes.c_char_p
         self.build = lib.blm_build().decode()  # which matmul path the compiler got, e.g. "matmul=vector vw=8 mr=6"
+        if sorted(self.scan_order) != list(range(self.patch * self.patch)):
+            raise ExportError(f"{self.name}: its scan order is not a permutation of the {self.patch}x{self.patch} window; refusing to run it")
         self._lib = lib
         self.providers = [f"C ({self.library.name}, {self.build})"]
+
+    def _check_sizes(self) -> None:
+        """The sizes compiled into the library against the metadata: they must agree before anything runs."""
+        compiled = {"bands": self.bands, "patch_size": self.patch, "num_classes": self.num_classes}
+        for key, value in compiled.items():
+            if key in self.meta and int(self.meta[key]) != value:
+                raise ExportError(
+                    f"{self.name}: compiled with {key} {value} but its metadata says {self.meta[key]}; refusing to run it"
+                )
+        if min(compiled.values()) < 1:
+            raise ExportError(f"{self.name}: compiled with impossible sizes {compiled}; refusing to run it")
 
     def run(self, x) -> np.ndarray:
         x = self._prepare(x)  # uint8, contiguous

@@ -39,7 +39,7 @@ from blmkd.export.onnx_export import (
 from blmkd.export.runtime import OnnxRunner, TensorRTRunner, artifact_meta
 from blmkd.export.targets import Target, device_script, engine_name, get_target, onnx_source, script_name
 from blmkd.export.tensorrt import build_engine, local_compute_capability, tensorrt_status
-from blmkd.io import atomic_path, atomic_write_json, atomic_write_text
+from blmkd.io import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from blmkd.train import bundle_from_checkpoint
 
 _ENGINE_SOURCE = {"fp32": "onnx", "fp16": "onnx", "int8": "onnx-int8"}
@@ -240,6 +240,7 @@ def export(
         existing = [p for p in planned if p.exists()]
         if existing:
             raise ExportError(f"{existing[0]} already exists; pass --force to overwrite")
+    check_writable_dir(out, "export folder")  # before the export and its checks, not after them
 
     # ---- model, data, reference ------------------------------------------------------------
     model = ck.build_model()
@@ -380,11 +381,11 @@ def _write_checked_c(
 ) -> list[Artifact]:
     """Write the C source to a temporary name, compile and check it here (and on ``--c-target``),
     then rename it into place; then the runner and the target builds (:func:`_c_extras`)."""
-    from blmkd.export.c_export import CRunner, c_source, run_on_target, with_metadata
+    from blmkd.export.c_export import CRunner, c_source, run_on_target, seal_c_source, with_metadata
 
     source = c_source(model, int(meta["patch_size"]), meta)
     with atomic_path(path, suffix=".c") as tmp:
-        tmp.write_text(source)
+        tmp.write_text(seal_c_source(source))
         runner = CRunner(tmp)
         chk = compare(ev.logits(runner.run), ref, labels, criterion)
         log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}, {runner.build}); {chk.line()}")
@@ -407,7 +408,7 @@ def _write_checked_c(
             result["targets"] = {tr.target: {"compiler": tr.compiler, "flags": tr.flags, "ran": tr.runner,
                                              "build": tr.build, "check": tchk.to_dict()}}  # fmt: skip
         final = with_metadata(source, {**meta, **result})
-        tmp.write_text(final)
+        tmp.write_text(seal_c_source(final))
     arts = [Artifact(fmt.name, "c", path, fmt.precision, path.stat().st_size, chk)]
     return arts + _c_extras(path, final, {**meta, **result}, o, runner, bundle, log)
 

@@ -55,12 +55,25 @@ def artifact_meta(ck) -> dict[str, Any]:
 
 
 def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The blmkd metadata of an ONNX file, without loading its weights."""
-    import onnx
+    """The blmkd metadata of an ONNX file, checked against the file's seal.
 
-    from blmkd.export.onnx_export import read_metadata
+    Raises:
+        ExportError: not a readable ONNX file, or one whose seal does not hold.
+    """
+    from blmkd.export.onnx_export import load_verified, read_metadata
 
-    return read_metadata(onnx.load(str(path), load_external_data=False))
+    return read_metadata(load_verified(path)[0])
+
+
+_UNSEALED_NOTED: set[Path] = set()
+
+
+def _note_unsealed(path: Path) -> None:
+    import sys
+
+    if path.resolve() not in _UNSEALED_NOTED:
+        _UNSEALED_NOTED.add(path.resolve())
+        print(f"note: {path.name} carries no blmkd seal; its weights and metadata are not verified", file=sys.stderr)
 
 
 class Runner:
@@ -208,15 +221,19 @@ class OnnxRunner(Runner):
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0):
         import onnxruntime as ort
 
-        from blmkd.export.onnx_export import read_metadata
+        from blmkd.export.onnx_export import load_verified, read_metadata
 
         self.path = Path(path)
         self.name = self.path.name
+        model, data, self.sealed = load_verified(self.path)
+        if not self.sealed:
+            _note_unsealed(self.path)
         if providers is None:
             avail = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
         try:
-            self.session = ort_session(self.path, providers, threads)
+            # the verified bytes, not the path: what runs is what was checked
+            self.session = ort_session(data if not _has_external_data(model) else self.path, providers, threads)
         except Exception as exc:  # ORT raises its own exception types
             raise ExportError(
                 f"{self.name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})"
@@ -229,6 +246,12 @@ class OnnxRunner(Runner):
 
     def run(self, x) -> np.ndarray:
         return self.session.run(None, {self.input_name: self._prepare(x)})[0].astype(np.float32, copy=False)
+
+
+def _has_external_data(model) -> bool:
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in model.graph.initializer)
 
 
 class TensorRTRunner(Runner):

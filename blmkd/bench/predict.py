@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import queue
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -508,6 +509,8 @@ def open_runner(path: str | Path, *, device: str = "cpu", threads: int | None = 
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model not found: {p}")
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise BlmkdError(f"--device must be cpu, cuda or cuda:N, not {device!r}")
     if device.startswith("cuda"):
         from blmkd.bench.machine import cuda_status
 

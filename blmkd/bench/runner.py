@@ -341,7 +341,8 @@ def model_stats(runner, stats_cache: dict) -> dict:
         how = f"preset {meta['model']} (default config)"
     p = int(runner.meta.get("patch_size") or 7)
     dev = next(model.parameters()).device
-    x = torch.zeros((2, int(runner.meta.get("bands") or model.config.bands), p, p), device=dev)
+    # batch 1, as everywhere FLOPs are shown (blmkd.flops): the teachers do per-call work a batch amortizes
+    x = torch.zeros((1, int(runner.meta.get("bands") or model.config.bands), p, p), device=dev)
     if getattr(model, "input_kind", "float") == "uint8":
         x = x.to(torch.uint8)
     out = {"parameters": count_params(model), "flops_per_px": int(count_flops(model, x)), "stats_from": how}
@@ -401,6 +402,7 @@ def bench_one(job: Job, ctx: _Ctx) -> tuple[dict, dict]:
                        family=runner.meta.get("family", ""), source_sha256=runner.meta.get("source_sha256"),
                        backend=getattr(runner, "backend", ""), providers=getattr(runner, "providers", None),
                        size_mb=runner.size_bytes / 1e6, input_kind=runner.input_kind)  # fmt: skip
+            row["recorded"] = {k: runner.meta.get(k) for k in ("check", "checkpoint_test_oa", "split")}
             ex = ctx.extractors.get(runner.input_kind, runner.meta["preprocessing"])
             _evaluate(runner, ex, ctx, row, extras)
             _time(runner, ex, job, ctx, row)
@@ -583,6 +585,10 @@ def run_bench(
         raise BlmkdError("--runs must be at least 1")
     if device not in ("cpu", "cuda"):
         raise BlmkdError(f"--device must be cpu or cuda, not {device!r}")
+    if report_dir is not None:
+        from blmkd.io import check_writable_dir
+
+        check_writable_dir(report_dir, "--report")  # before the benchmark, not after it
     profiles = load_profiles(targets_file)
     chosen = [get_profile(t, profiles) for t in (targets or [default_target(device)])]
     sensor_obj = get_sensor(sensor) if sensor else None
@@ -621,6 +627,8 @@ def run_bench(
             extras.append(e)
 
     _agreement(rows, extras)
+    _check_recorded(rows, bundle, evaluated_all=len(rows_) == len(bundle.coords("test")[0]))
+    _unique_names(rows)
     for r in rows:
         if r["status"] == "ok" and peak.get("gflops") and r.get("flops_per_px"):
             r["peak_fraction"] = r["flops_per_px"] * r["best_px_s"] / (peak["gflops"] * 1e9)
@@ -673,6 +681,56 @@ def _agreement(rows: list[dict], extras: list[dict]) -> None:
             continue
         r["agreement"] = float((extras[i]["test_pred"] == extras[j]["test_pred"]).mean())
         r["reference"] = rows[j]["name"]
+
+
+#: How far an export may fall below what its own export check recorded before bench refuses it:
+#: bench's pixels are not the check's, so a little slack, but never the ✅ of a broken file.
+RECORDED_SLACK = 0.05
+
+
+def _check_recorded(rows: list[dict], bundle, evaluated_all: bool) -> None:
+    """Fail an export whose results here contradict the check recorded when it was exported:
+    its argmax agreement with its PyTorch checkpoint (when that is benchmarked too), else its OA
+    against the checkpoint's recorded test OA (on the same split, all test pixels)."""
+    split_digest = bundle.split.spec.get("digest")
+    for r in rows:
+        rec = r.pop("recorded", None)
+        if r["status"] != "ok" or r["kind"] == "checkpoint" or not rec:
+            continue
+        check = rec.get("check") or {}
+        why = ""
+        if r.get("agreement") is not None and isinstance(check.get("agreement"), (int, float)):
+            want = float(check["agreement"]) - RECORDED_SLACK
+            if r["agreement"] < want:
+                why = (f"agrees with its PyTorch checkpoint on {100 * r['agreement']:.2f}% of the test pixels; "
+                       f"its export check recorded {100 * check['agreement']:.2f}%")  # fmt: skip
+        elif evaluated_all and isinstance(rec.get("checkpoint_test_oa"), (int, float)):
+            same_split = split_digest and (rec.get("split") or {}).get("digest") == split_digest
+            if same_split and r["oa"] < float(rec["checkpoint_test_oa"]) - RECORDED_SLACK:
+                why = (f"OA {100 * r['oa']:.2f}% on its own test split, its checkpoint recorded "
+                       f"{100 * rec['checkpoint_test_oa']:.2f}%")  # fmt: skip
+        if why:
+            r.update(status="failed", reason=f"fails its recorded export check: {why}")
+
+
+def _unique_names(rows: list[dict]) -> None:
+    """Give rows that share a label (two checkpoints of one preset) their file names too."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["name"]] = seen.get(r["name"], 0) + 1
+    for r in rows:
+        if seen[r["name"]] > 1:
+            p = Path(r["path"])
+            r["name"] = f"{r['name']} ({p.parent.name}/{p.name})" if p.parent.name else f"{r['name']} ({p.name})"
+    counts: dict[str, int] = {}
+    for r in rows:  # the same file twice (or two run folders of one name): number them
+        counts[r["name"]] = counts.get(r["name"], 0) + 1
+    again = {k for k, v in counts.items() if v > 1}
+    index: dict[str, int] = {}
+    for r in rows:
+        if r["name"] in again:
+            index[r["name"]] = index.get(r["name"], 0) + 1
+            r["name"] = f"{r['name']} #{index[r['name']]}"
 
 
 def _json_default(obj):

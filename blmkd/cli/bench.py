@@ -9,6 +9,7 @@ import typer
 
 from blmkd.cli import common as C
 from blmkd.errors import BlmkdError
+from blmkd.io import check_writable_file
 
 Threads = Annotated[
     int | None,
@@ -124,6 +125,8 @@ def bench(
         C.console.print(line, highlight=False, markup=False)
     if res.get("report"):
         C.console.print(f"report: {res['report']['html']}")
+    if not any(r["status"] == "ok" for r in res["rows"]):
+        raise BlmkdError(f"no artifact could be benchmarked: {len(res['rows'])} failed or were skipped (reasons above)")
 
 
 def _table(res: dict):
@@ -200,7 +203,7 @@ def predict(
     from blmkd.distributed import init_from_env, is_main
     from blmkd.io import atomic_write_json
 
-    paths = [check_map_path(p) for p in out]
+    paths = [check_writable_file(check_map_path(p), "--out") for p in out]
     if threads:
         torch.set_num_threads(threads)
     init_from_env()  # under torchrun: join the group so that --device cuda means cuda:LOCAL_RANK

@@ -37,6 +37,7 @@ Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Registry name (se
 GT = Annotated[Path | None, typer.Option("--gt", help="Ground-truth file, when it is not inside the cube file.")]
 CubeKey = Annotated[str | None, typer.Option("--cube-key", help="Variable holding the cube in a .mat/.npz/.h5 (default: found automatically).")]
 GTKey = Annotated[str | None, typer.Option("--gt-key", help="Variable holding the ground truth (default: found automatically).")]
+ClassNames = Annotated[Path | None, typer.Option("--class-names", help="Text file naming the classes of a scene read by path: one name per line in the order of the ground-truth ids, or `ID: NAME` lines.")]
 Fill = Annotated[float | None, typer.Option("--fill", help="Replace NaN/Inf cube values with this number.")]
 Strategy = Annotated[str, typer.Option("--strategy", help="Split: ratio | per-class | disjoint | fixed.")]
 TrainAmount = Annotated[float, typer.Option("--train", help="Training pixels: a fraction per class (ratio, disjoint) or a count per class (per-class).")]
@@ -54,18 +55,26 @@ Amp = Annotated[str, typer.Option("--amp", help="Mixed precision of the training
 
 def data_options(**kw):
     """Build :class:`blmkd.train.DataOptions` from CLI values (paths become strings)."""
+    from blmkd.data.scene import read_class_names
     from blmkd.train import DataOptions
 
+    if kw.get("class_names") is not None:
+        kw["class_names"] = read_class_names(kw["class_names"])
     return DataOptions(**{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:
         return None
+    items = text.replace(" ", "").split(",")
+    if not text.strip() or any(not s for s in items):
+        raise BlmkdError(f"--seeds must be comma-separated integers without empty items, got {text!r}")
     try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+        seeds = [int(s) for s in items]
     except ValueError:
         raise BlmkdError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if min(seeds) < 0:
+        raise BlmkdError(f"--seeds must be non-negative, got {text!r}")
     dup = sorted({s for s in seeds if seeds.count(s) > 1})
     if dup:  # each seed is one run folder: a repeat would train over itself and count twice in the summary
         raise BlmkdError(f"--seeds repeats {', '.join(map(str, dup))}: give each seed once")

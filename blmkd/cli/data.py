@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from blmkd.cli import common as C
+from blmkd.data.scene import read_class_names, with_class_names
 
 datasets_app = typer.Typer(
     help="List the registered datasets (`blmkd datasets`) or describe one (`blmkd datasets info NAME`).",
@@ -67,6 +68,7 @@ def info(
     cube_key: C.CubeKey = None,
     gt_key: C.GTKey = None,
     fill: C.Fill = None,
+    class_names: C.ClassNames = None,
     json_out: JsonOut = None,
 ) -> None:
     """Describe a scene: shape, dtype, value range, bands, and its classes (original ids, names, counts)."""
@@ -74,6 +76,8 @@ def info(
     from blmkd.io import atomic_write_json
 
     scene = load_scene(name, gt, cube_key=cube_key, gt_key=gt_key, fill=fill)
+    if class_names is not None:
+        scene = with_class_names(scene, read_class_names(class_names))
     lo, hi = _value_range(scene.cube)
     facts = {**scene.facts(), "value_range": [lo, hi], "labelled": int(scene.class_counts().sum())}
     if scene.wavelengths:
@@ -117,6 +121,7 @@ def split(
     cube_key: C.CubeKey = None,
     gt_key: C.GTKey = None,
     fill: C.Fill = None,
+    class_names: C.ClassNames = None,
     strategy: C.Strategy = "ratio",
     train: C.TrainAmount = 0.1,
     val: C.Val = 0.05,
@@ -139,6 +144,8 @@ def split(
     from blmkd.io import atomic_write_json
 
     scene = load_scene(name, gt, cube_key=cube_key, gt_key=gt_key, fill=fill)
+    if class_names is not None:
+        scene = with_class_names(scene, read_class_names(class_names))
     amount: float | int = train
     if strategy in ("per-class", "disjoint") and float(train).is_integer() and train >= 1:
         amount = int(train)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from blmkd.cli import common as C
+from blmkd.io import check_writable_dir
 
 
 def demo(
@@ -36,6 +37,7 @@ def demo(
     from blmkd.train import DataOptions, prepare_data
 
     t0 = time.perf_counter()
+    check_writable_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     C.console.rule("[bold]1 · data: Indian Pines (embedded, real AVIRIS scene)")
     bundle = prepare_data(DataOptions(seed=seed))

@@ -256,6 +256,7 @@ def train_student(
     cube_key: C.CubeKey = None,
     gt_key: C.GTKey = None,
     fill: C.Fill = None,
+    class_names: C.ClassNames = None,
     strategy: C.Strategy = "ratio",
     train: C.TrainAmount = 0.1,
     val: C.Val = 0.05,
@@ -299,7 +300,7 @@ def train_student(
 
     _run_seeds(
         C.parse_seeds(seeds) or [seed], out, build,
-        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
+        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, class_names=class_names, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
         lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
                              class_balance, device=device, amp=amp),

@@ -10,6 +10,7 @@ import typer
 
 from blmkd.cli import common as C
 from blmkd.errors import BlmkdError
+from blmkd.io import check_writable_dir, check_writable_file
 
 
 def _train_cfg(
@@ -64,6 +65,7 @@ def train_teacher(
     cube_key: C.CubeKey = None,
     gt_key: C.GTKey = None,
     fill: C.Fill = None,
+    class_names: C.ClassNames = None,
     strategy: C.Strategy = "ratio",
     train: C.TrainAmount = 0.1,
     val: C.Val = 0.05,
@@ -109,7 +111,7 @@ def train_teacher(
         seed_list,
         out,
         lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes),
-        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, strategy=strategy, train=train,
+        dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, class_names=class_names, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
         lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
                              class_balance, device=device, amp=amp),
@@ -139,6 +141,7 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
     from blmkd.train import fit, prepare_data, write_summary
 
     say = C.console.print if is_main() else (lambda *a, **k: None)
+    check_writable_dir(out, "--out")  # before any data loads or model trains
     runs = []
     with contextlib.ExitStack() as stack:
         if len(seed_list) > 1:
@@ -232,6 +235,8 @@ def evaluate(
 
     if split_set not in ("test", "val", "train"):
         raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")
+    if json_out:
+        check_writable_file(json_out, "--json")
     ck = load_checkpoint(checkpoint)
     bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
     bundle, held = held_out_bundle(ck, bundle, split_set)

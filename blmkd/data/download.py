@@ -199,4 +199,38 @@ def download_dataset(info: DatasetInfo, progress: bool = True) -> tuple[Path, Pa
             )
     for file, path in missing:
         fetch(file.url, path, sha256=file.sha256, progress=progress)
+    for file, path in ((info.cube, cube_path), (info.gt, gt_path)):
+        verify_cached(path, file.sha256)
     return cube_path, gt_path
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def verify_cached(path: Path, pinned: str | None) -> None:
+    """Check a cached dataset file against its pinned sha256, or, where none is published, against
+    the digest recorded beside it (``<file>.sha256``) the first time blmkd saw it; a file that
+    changed in the cache (a bad copy, a disk error, an edit) is refused instead of read as data.
+
+    Raises:
+        DataError: the file's sha256 is not the pinned or recorded one.
+    """
+    side = path.with_name(path.name + ".sha256")
+    recorded = side.read_text().split()[0] if side.is_file() and side.read_text().strip() else None
+    want = (pinned or recorded or "").lower() or None
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    got = _VERIFIED.get(key) or sha256_file(path)
+    _VERIFIED[key] = got
+    if want is None:
+        from blmkd.io import atomic_write_text
+
+        with contextlib.suppress(OSError):  # a read-only cache still loads; it is checked next time it can record
+            atomic_write_text(side, f"{got}  {path.name}\n")
+        return
+    if got != want:
+        what = "pinned sha256" if pinned else f"digest recorded in {side.name} when it was first cached"
+        raise DataError(
+            f"{path}: sha256 {got[:16]}… differs from the {what} ({want[:16]}…); the cached file is corrupt or "
+            "was replaced: delete it to download it again"
+        )

@@ -180,7 +180,7 @@ SALINAS = DatasetInfo(
 )
 
 SALINAS_A = DatasetInfo(
-    shape=(86, 83),
+    shape=(83, 86),
     name="salinas_a",
     title="Salinas-A",
     aliases=("salinasa_corrected",),

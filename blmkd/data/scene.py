@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from blmkd.errors import DataError
 
 UNLABELLED = -1  # value of `Scene.labels` where the ground truth is 0 (no label)
 
@@ -74,3 +77,45 @@ class Scene:
             "num_classes": self.num_classes,
             "classes": self.classes(),
         }
+
+
+def read_class_names(path: str | Path) -> list[str] | dict[int, str]:
+    """Class names from a text file: one name per line, in the order of the ground-truth ids, or
+    ``ID: NAME`` per line. Blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        DataError: the file is missing, unreadable or names no class.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"--class-names {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise DataError(f"--class-names {p}: the file holds no class names")
+    pairs = [ln.split(":", 1) for ln in lines]
+    if all(len(kv) == 2 and kv[0].strip().isdigit() for kv in pairs):
+        return {int(k): v.strip() for k, v in pairs}
+    return lines
+
+
+def with_class_names(scene: Scene, names: list[str] | dict, source: str = "--class-names") -> Scene:
+    """A copy of ``scene`` with its classes named by ``names`` (a list in id order, or id -> name)."""
+    import dataclasses
+
+    ids = list(scene.class_ids)
+    if isinstance(names, dict):
+        names = {int(k): str(v) for k, v in names.items()}  # JSON turns the ids into strings
+        unknown = sorted(set(names) - set(ids))
+        missing = [i for i in ids if i not in names]
+        if unknown or missing:
+            raise DataError(
+                f"{source}: class names for ids {unknown or missing} do not fit the ground truth's ids {ids}"
+            )
+        named = [names[i] for i in ids]
+    else:
+        if len(names) != len(ids):
+            raise DataError(f"{source}: {len(names)} class names for {len(ids)} classes (ids {ids})")
+        named = [str(n) for n in names]
+    return dataclasses.replace(scene, class_names=named, extra={**scene.extra, "class_names_from": source})

@@ -40,7 +40,7 @@ def test_bench_rows_carry_measurements(bench_run):
     out, _, rep = bench_run
     rows = rep["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed", "skipped"]
-    assert "ONNX Runtime cannot load it" in rows[3]["reason"]
+    assert "not a readable ONNX model" in rows[3]["reason"]
     assert "TensorRT" in rows[4]["reason"]
     for r in rows[:3]:
         assert 0 <= r["oa"] <= 1 and r["test_pixels"] == 400

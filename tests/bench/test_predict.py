@@ -99,7 +99,7 @@ def test_encode_ort_workers_each_run_their_own_session(student, scene):
 def student_c(student, tmp_path_factory, monkeypatch_module):
     """The student as a C export (``export --c`` needs a test split; this writes the same file)."""
     from blmkd.checkpoint import load_checkpoint
-    from blmkd.export.c_export import c_compiler, c_source
+    from blmkd.export.c_export import c_compiler, c_source, seal_c_source
     from blmkd.export.runtime import artifact_meta
 
     if c_compiler()[0] is None:
@@ -108,7 +108,7 @@ def student_c(student, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("BLMKD_NATIVE_DIR", str(d / "native"))
     ck = load_checkpoint(student)
     path = d / "student.c"
-    path.write_text(c_source(ck.build_model().eval(), P, {**artifact_meta(ck), "precision": "fp32"}))
+    path.write_text(seal_c_source(c_source(ck.build_model().eval(), P, {**artifact_meta(ck), "precision": "fp32"})))
     return path
 
 

@@ -196,3 +196,24 @@ def test_load_scene_downloads_a_registry_dataset_into_the_cache(server, monkeypa
     server.requests.clear()
     load_scene("tiny", progress=False)
     assert server.requests == []  # read from the cache
+
+
+def test_cached_dataset_files_are_checked_on_every_load(tmp_path, monkeypatch):
+    """A cached file without a published checksum is recorded the first time and checked after."""
+    from blmkd.data import download
+    from blmkd.data.registry import get_dataset
+
+    monkeypatch.setenv("BLMKD_DATA_DIR", str(tmp_path))
+    info = get_dataset("salinas_a")
+    cube, gt = info.local_paths()
+    cube.parent.mkdir(parents=True, exist_ok=True)
+    cube.write_bytes(b"cube bytes")
+    gt.write_bytes(b"gt bytes")
+    assert download.download_dataset(info, progress=False) == (cube, gt)  # nothing to fetch
+    side = cube.with_name(cube.name + ".sha256")
+    assert side.read_text().split()[0] == download.sha256_file(cube)
+    cube.write_bytes(b"cube bytez")  # same size, another byte
+    with pytest.raises(DataError, match=r"differs from the digest recorded in SalinasA_corrected.mat.sha256"):
+        download.download_dataset(info, progress=False)
+    with pytest.raises(DataError, match="differs from the pinned sha256"):
+        download.verify_cached(gt, "0" * 64)

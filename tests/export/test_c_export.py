@@ -24,6 +24,8 @@ from blmkd.export.c_export import (
     compile_c,
     native_dir,
     read_c_metadata,
+    seal_c_source,
+    verify_c_source,
     with_metadata,
 )
 from blmkd.students.blm import BLMConfig, BLMStudent
@@ -73,7 +75,7 @@ def _small_export(tmp_path, seed: int, name: str = "m.c", edit=lambda s: s, **me
     """A C file of a random ``blm_test``-sized student for 5×5 patches (``edit`` applied to its text)."""
     model = _random_student(seed, **CONFIGS[0][2])
     src = tmp_path / name
-    src.write_text(edit(c_source(model, 5, _meta(model, 5, **meta))))
+    src.write_text(seal_c_source(edit(c_source(model, 5, _meta(model, 5, **meta)))))
     return src
 
 
@@ -82,7 +84,7 @@ def _small_export(tmp_path, seed: int, name: str = "m.c", edit=lambda s: s, **me
 def test_c_equals_pytorch(name, patch, cfg, tmp_path):
     model = _random_student(len(name), **cfg)
     src = tmp_path / "m.c"
-    src.write_text(c_source(model, patch, _meta(model, patch)))
+    src.write_text(seal_c_source(c_source(model, patch, _meta(model, patch))))
     x = torch.randint(0, 256, (130, model.config.bands, patch, patch), dtype=torch.uint8)
     with torch.inference_mode():
         ref = model(x).numpy()
@@ -231,7 +233,7 @@ def test_library_cached_by_source(tmp_path):
     lib = compile_c(src)
     mtime = lib.stat().st_mtime_ns
     assert compile_c(src) == lib and lib.stat().st_mtime_ns == mtime  # reused, not rebuilt
-    src.write_text(with_metadata(src.read_text(), {"model": "changed"}))
+    src.write_text(seal_c_source(with_metadata(src.read_text(), {"model": "changed"})))
     assert compile_c(src) != lib  # another source, another library
 
 
@@ -239,7 +241,7 @@ def test_metadata_round_trip_survives_comment_end(tmp_path):
     classes = [{"index": 0, "id": 3, "name": "a */ b"}]
     src = _small_export(tmp_path, 1, classes=classes)
     assert read_c_metadata(src)["classes"] == classes
-    check_c_export(src.read_text(), "m.c")  # the escaped "*/" keeps the file data-only
+    check_c_export(verify_c_source(src.read_text(), "m.c"), "m.c")  # the escaped "*/" keeps the file data-only
     plain = tmp_path / "plain.c"
     plain.write_text("int main(void) { return 0; }\n")
     with pytest.raises(ExportError, match="not a blmkd C export"):
@@ -274,7 +276,7 @@ def test_stack_is_sized_for_the_kernel(tmp_path):
     assert threading.stack_size() == before
     big = BLMStudent(BLMConfig(bands=1000, num_classes=2, enc_hidden=4, d_model=4, d_state=2)).eval()
     src = tmp_path / "big.c"
-    src.write_text(c_source(big, 31, _meta(big, 31)))  # 961 tokens × 1000 bands of float scratch
+    src.write_text(seal_c_source(c_source(big, 31, _meta(big, 31))))  # 961 tokens × 1000 bands of float scratch
     with pytest.raises(ModelError, match=r"needs ~\d+ MiB of stack .* use its ONNX export"):
         CRunner(src)
 

@@ -65,7 +65,7 @@ def test_errors_are_one_line(student_ckpt, tmp_path, capsys):
     assert "checkpoint not found" in _error_exit(capsys, ["export", str(tmp_path / "none.safetensors")])
     err = _error_exit(capsys, ["export", ck, "--trt", "--target", "jetson-nope", "-o", str(tmp_path)])
     assert "unknown target 'jetson-nope'; known: jetson-orin-nano" in err
-    assert "--calib-size must be at least 1" in _error_exit(
+    assert "--calib-size must be ≥ 1, got 0" in _error_exit(
         capsys, ["export", ck, "--int8", "--calib-size", "0"]
     )
     assert "--calibration does not apply" in _error_exit(capsys, ["export", ck, "--calibration", "entropy"])
