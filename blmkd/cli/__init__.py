@@ -33,6 +33,7 @@ NUMERIC_BOUNDS: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "--calib-size": (1, False, None, False),
     "--class-balance": (0, False, 1, True),
     "--class-shrink": (0, False, None, False),
+    "--cv-folds": (2, False, None, False),
     "--classes": (2, False, None, False),
     "--dkd-alpha": (0, False, None, False),
     "--dkd-beta": (0, False, None, False),
@@ -41,6 +42,7 @@ NUMERIC_BOUNDS: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "--eval-size": (1, False, None, False),
     "--fill": (None, False, None, False),  # any finite number
     "--hint-weight": (0, False, None, False),
+    "--jobs": (1, False, None, False),
     "--label-smoothing": (0, False, 1, True),
     "--lambda-0": (0, False, 1, False),
     "--lambda-max": (0, False, 1, False),
@@ -57,11 +59,13 @@ NUMERIC_BOUNDS: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "--temperature": (0, True, None, False),
     "--threads": (1, False, None, False),
     "--tile": (1, False, None, False),
+    "--trees": (1, False, None, False),
     "--train": (0, True, None, False),
     "--unlabelled": (0, False, None, False),
     "--val": (0, False, 1, True),
     "--warmup-epochs": (0, False, None, False),
     "--weight-decay": (0, False, None, False),
+    "--window": (1, False, None, False),
 }
 
 app = typer.Typer(
