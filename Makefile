@@ -26,6 +26,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The documentation site (docs/, mkdocs.yml): a strict build fails on a broken link or anchor.
 $(BIN)/.docs-installed: $(BIN)/.installed

@@ -47,7 +47,9 @@ def main() -> None:
     for name, clf in models.items():
         model = Pipeline([("scale", StandardScaler()), ("clf", clf)]).fit(x, y)
         for conv in ("blmkd", "skl2onnx"):
-            m = to_onnx(name, model, x.shape[1], bundle.patch_size, args.window, np.arange(k), k, converter=conv)
+            m = to_onnx(
+                name, model, x.shape[1], bundle.patch_size, args.window, np.arange(k), k, converter=conv
+            )
             sessions[f"{name} {conv}"] = ort_session(m.SerializeToString(), threads=args.threads)
         a, b = (sessions[f"{name} {c}"].run(["logits"], {"input": windows})[0] for c in ("blmkd", "skl2onnx"))
         print(f"{name}: argmax agreement of the two graphs {100 * float((a.argmax(1) == b.argmax(1)).mean()):.2f}%, "

@@ -59,7 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         arts = export(ck, ["onnx", "onnx-int8-byte", "c"], tmp, eval_size=2048, log=lambda s: None)
         runners = {a.format: open_runner(a.path, threads=1) for a in arts}
-        print(f"C: {runners['c'].providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default (-march=native)'}")
+        print(
+            f"C: {runners['c'].providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default (-march=native)'}"
+        )
         for r in runners.values():  # warm-up
             for _ in range(200):
                 r.run(x1)
@@ -68,7 +70,9 @@ def main() -> None:
             for k, r in runners.items():
                 res[k].append(round_median_us(r.run, x1, args.calls))
             print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]:.1f} µs" for k, v in res.items()))
-    print(f"\n{ck.model_name} ({args.checkpoint}), batch 1, 1 thread, {args.rounds} rounds × {args.calls} calls:")
+    print(
+        f"\n{ck.model_name} ({args.checkpoint}), batch 1, 1 thread, {args.rounds} rounds × {args.calls} calls:"
+    )
     for k, v in res.items():
         ratio = [a / c for a, c in zip(v, res["c"])]
         print(f"  {k:16s} best round {min(v):6.1f} µs  median round {statistics.median(v):6.1f} µs  "

@@ -131,7 +131,9 @@ def main() -> None:
                 ort_graph = onnx.load(str(Path(tmp) / f"{name}.ort.onnx")).graph
                 ort_casts[name] = sum(n.op_type == "Cast" for n in ort_graph.node)
             except Exception as exc:
-                print(f"{name}: ONNX Runtime cannot load it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                print(
+                    f"{name}: ONNX Runtime cannot load it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                )
 
         # The SSM decays exp(S_t − S_s) themselves (the island's Exp outputs), on the first 2048 patches:
         # what the FP32 island is for, whatever the logits of this model make of it.
@@ -142,7 +144,8 @@ def main() -> None:
             outs = s.run(None, {s.get_inputs()[0].name: x_test[:2048]})[1:]
             decays[name] = [o.astype(np.float64) for o in outs]
         decay_err = {
-            name: max(float(np.abs(a - b).max()) for a, b in zip(d, decays["fp32"])) for name, d in decays.items()
+            name: max(float(np.abs(a - b).max()) for a, b in zip(d, decays["fp32"]))
+            for name, d in decays.items()
         }
 
         ref = run_all(sessions["fp32"], x_test)
@@ -158,7 +161,10 @@ def main() -> None:
         for bs in (int(b) for b in args.batches.split(",")):
             idx = np.arange(bs) % len(x_test)
             x = x_test[idx]
-            fns = {n: (lambda s=s, x=x, i=s.get_inputs()[0].name: s.run(None, {i: x})) for n, s in sessions.items()}
+            fns = {
+                n: (lambda s=s, x=x, i=s.get_inputs()[0].name: s.run(None, {i: x}))
+                for n, s in sessions.items()
+            }
             timings[bs] = time_interleaved(fns, args.repeats, args.min_time)
 
     print(f"\n{len(x_test)} test patches; FP32-kept island: {len(island)} nodes; latency medians over "

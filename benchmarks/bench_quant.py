@@ -82,7 +82,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--min-time", type=float, default=0.1, help="seconds per timing sample")
-    ap.add_argument("--eval-size", type=int, default=None, help="check OA on a seeded sample of test patches (default: all)")
+    ap.add_argument(
+        "--eval-size",
+        type=int,
+        default=None,
+        help="check OA on a seeded sample of test patches (default: all)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -144,9 +149,7 @@ def main() -> None:
         rows_out.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows_out)) for i, h in enumerate(cols_)]
     print()
-    print(
-        f"OA on {fp32.pixels} test patches; latency median/p90 over {args.repeats} repeats"
-    )
+    print(f"OA on {fp32.pixels} test patches; latency median/p90 over {args.repeats} repeats")
     print("  ".join(h.rjust(w) for h, w in zip(cols_, widths)))
     for r in rows_out:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths)))

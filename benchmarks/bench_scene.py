@@ -99,7 +99,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=2000, help="timed batch-1 calls")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--only", default="", help="comma-separated substrings: run only the configurations whose name has one (e.g. 'c ')")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated substrings: run only the configurations whose name has one (e.g. 'c ')",
+    )
     args = ap.parse_args()
     if not Path(args.checkpoint).exists():
         raise SystemExit(
@@ -155,11 +159,15 @@ def main() -> None:
         for fmt, path in onnx.items():
             for th in (1, 2):
                 if fmt != "c" or th == 1:  # batch 1 never splits over C threads
-                    lat_cfgs.append((f"{fmt}, {th} {_engine(fmt)} threads", open_runner(path, threads=th), threads))
+                    lat_cfgs.append(
+                        (f"{fmt}, {th} {_engine(fmt)} threads", open_runner(path, threads=th), threads)
+                    )
         lat_cfgs = [c for c in lat_cfgs if not only or any(w in c[0] for w in only)]
         for name, runner, n in lat_cfgs:
             if getattr(runner, "backend", "") == "c":
-                print(f"  ({name}: {runner.providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default'})")
+                print(
+                    f"  ({name}: {runner.providers[0]}, flags {os.environ.get('BLMKD_CFLAGS') or 'default'})"
+                )
             torch.set_num_threads(n)
             t = time_call(lambda runner=runner: runner.run(x1), warmup=50, runs=args.runs, max_seconds=20)
             results["latency"].append({"config": name, **t.to_dict()})

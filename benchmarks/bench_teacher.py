@@ -55,7 +55,16 @@ def load_seed(model: torch.nn.Module) -> torch.nn.Module | None:
 
 
 # Matmul-like aten ops, as a dispatch mode sees them under inference_mode (composites not decomposed).
-_MATMUL_OPS = {"linear", "matmul", "mm", "addmm", "bmm", "conv2d", "convolution", "scaled_dot_product_attention"}
+_MATMUL_OPS = {
+    "linear",
+    "matmul",
+    "mm",
+    "addmm",
+    "bmm",
+    "conv2d",
+    "convolution",
+    "scaled_dot_product_attention",
+}
 
 
 def matmul_replay(model: torch.nn.Module, x: torch.Tensor):
@@ -107,7 +116,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-seed", action="store_true", help="Skip the seed reference row.")
     ap.add_argument("--no-ort", action="store_true", help="Skip the ONNX Runtime fp32 row.")
-    ap.add_argument("--no-bf16", action="store_true", help="Skip the BF16-autocast row (run where the CPU has BF16).")
+    ap.add_argument(
+        "--no-bf16", action="store_true", help="Skip the BF16-autocast row (run where the CPU has BF16)."
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -131,9 +142,11 @@ def main() -> None:
 
     params = count_params(model)
     flops = count_flops(model, x[:1])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}: "
-          f"{args.bands} bands, {args.classes} classes, {args.patch}x{args.patch} patches, batch {args.batch}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}: "
+        f"{args.bands} bands, {args.classes} classes, {args.patch}x{args.patch} patches, batch {args.batch}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     tmp = tempfile.TemporaryDirectory()
     ort_fn = None if args.no_ort else ort_forward(model, x, args.threads, tmp.name)
     with torch.inference_mode():
@@ -150,44 +163,58 @@ def main() -> None:
 
             got = bf16()
             agree = (ref.argmax(1) == got.argmax(1)).float().mean().item()
-            print(f"bf16 autocast vs fp32 on this batch: max |logit difference| {(ref - got).abs().max().item():.2e}, "
-                  f"argmax agreement {100 * agree:.2f}%")
+            print(
+                f"bf16 autocast vs fp32 on this batch: max |logit difference| {(ref - got).abs().max().item():.2e}, "
+                f"argmax agreement {100 * agree:.2f}%"
+            )
             fns[BF16_ROW] = bf16
         if ort_fn is not None:
             fns[ORT_ROW] = ort_fn
             got = torch.from_numpy(ort_fn())
             agree = (ref.argmax(1) == got.argmax(1)).float().mean().item()
-            print(f"ONNX Runtime fp32 vs PyTorch fp32 on this batch: max |logit difference| "
-                  f"{(ref - got).abs().max().item():.2e}, argmax agreement {100 * agree:.2f}%")
+            print(
+                f"ONNX Runtime fp32 vs PyTorch fp32 on this batch: max |logit difference| "
+                f"{(ref - got).abs().max().item():.2e}, argmax agreement {100 * agree:.2f}%"
+            )
         fns["torch matmuls only"] = matmul_replay(model, x)
         times = time_interleaved(fns, args.repeats)
     peak = max(peak_start, matmul_peak_gflops("cpu")["gflops"])
 
     seed_pps = args.batch / statistics.median(times["seed reference"]) if seed is not None else None
-    print(f"{'implementation':<24} {'patches/s':>10} {'median ms':>10} {'p90 ms':>8} {'vs seed':>8} "
-          f"{'params':>10} {'MFLOP/patch':>12}")
+    print(
+        f"{'implementation':<24} {'patches/s':>10} {'median ms':>10} {'p90 ms':>8} {'vs seed':>8} "
+        f"{'params':>10} {'MFLOP/patch':>12}"
+    )
     for name, ts in times.items():
         ts = sorted(ts)
         med = statistics.median(ts)
         p90 = ts[min(len(ts) - 1, int(0.9 * len(ts)))]
         pps = args.batch / med
         ratio = f"{pps / seed_pps:.2f}x" if seed_pps else "-"
-        m = {**rows, BF16_ROW: model, ORT_ROW: model}.get(name)  # the module behind a row; none for the matmul replay
+        m = {**rows, BF16_ROW: model, ORT_ROW: model}.get(
+            name
+        )  # the module behind a row; none for the matmul replay
         if m is not None:
             n_params = f"{count_params(m):,d}"
             mflop = f"{(flops if m is model else count_flops(m, x[:1])) / 1e6:.1f}"
         else:
             n_params, mflop = "-", "-"
-        print(f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}")
-    print(f"{params:,d} parameters. FLOPs count matmuls/convs only: the seed's sequential scan is elementwise and "
-          f"not counted; ours includes the (L, L) Toeplitz matmul. 'torch matmuls only' replays just our model's "
-          f"matmul/conv/attention calls in PyTorch, on operands kept from one forward: an estimate of the eager "
-          f"path's GEMM time, not a bound for other runtimes.")
+        print(
+            f"{name:<24} {pps:>10.1f} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {ratio:>8} {n_params:>10} {mflop:>12}"
+        )
+    print(
+        f"{params:,d} parameters. FLOPs count matmuls/convs only: the seed's sequential scan is elementwise and "
+        f"not counted; ours includes the (L, L) Toeplitz matmul. 'torch matmuls only' replays just our model's "
+        f"matmul/conv/attention calls in PyTorch, on operands kept from one forward: an estimate of the eager "
+        f"path's GEMM time, not a bound for other runtimes."
+    )
     ceiling = peak * 1e9 / flops
     vs_seed = f" = {ceiling / seed_pps:.2f}x the seed" if seed_pps else ""
-    print(f"FP32 ceiling on this machine now: best 1024² GEMM {peak:.0f} GFLOP/s ({args.threads} threads, "
-          f"start {peak_start:.0f}) / {flops / 1e6:.1f} MFLOP per patch = {ceiling:.1f} patches/s{vs_seed}, "
-          f"if every FLOP ran at BLAS peak and nothing else cost time")
+    print(
+        f"FP32 ceiling on this machine now: best 1024² GEMM {peak:.0f} GFLOP/s ({args.threads} threads, "
+        f"start {peak_start:.0f}) / {flops / 1e6:.1f} MFLOP per patch = {ceiling:.1f} patches/s{vs_seed}, "
+        f"if every FLOP ran at BLAS peak and nothing else cost time"
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def train_student(folder: Path, cube: Path, gt: Path, epochs: int, preset: str) 
     from blmkd.models import create_model
     from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
 
-    out = folder / ("student" if preset == "blm_s" else f"student_{preset}")  # blm_s keeps the folder name "student"
+    out = folder / (
+        "student" if preset == "blm_s" else f"student_{preset}"
+    )  # blm_s keeps the folder name "student"
     if (out / "best.safetensors").exists():
         print(f"student: {out / 'best.safetensors'} (cached)")
         return out / "best.safetensors"

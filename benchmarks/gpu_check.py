@@ -43,7 +43,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("cuda_tests", "teacher_infer", "teacher_train", "distill", "student", "bench_cli")
 # Seconds each part may take on a GPU (the smoke run is far below these).
-LIMITS = {"cuda_tests": 150, "teacher_infer": 90, "teacher_train": 90, "distill": 240, "student": 240, "bench_cli": 120}
+LIMITS = {
+    "cuda_tests": 150,
+    "teacher_infer": 90,
+    "teacher_train": 90,
+    "distill": 240,
+    "student": 240,
+    "bench_cli": 120,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,12 +104,16 @@ def _blmkd(args: list[str], log: Path, timeout: float) -> tuple[int, str, float]
     """Run ``python -m blmkd ARGS``; returns (exit code, output tail, seconds)."""
     t0 = time.perf_counter()
     env = {**os.environ, "BLMKD_NO_PROGRESS": "1"}
-    p = subprocess.run([sys.executable, "-m", "blmkd", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "blmkd", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     out = p.stdout + p.stderr
     with log.open("a") as f:
         f.write(f"$ blmkd {' '.join(args)}\n{out}\n")
     if p.returncode:
-        raise RuntimeError(f"blmkd {args[0]} exited {p.returncode}: {out.strip().splitlines()[-1] if out.strip() else ''}")
+        raise RuntimeError(
+            f"blmkd {args[0]} exited {p.returncode}: {out.strip().splitlines()[-1] if out.strip() else ''}"
+        )
     return p.returncode, out[-3000:], time.perf_counter() - t0
 
 
@@ -111,7 +122,18 @@ def _blmkd(args: list[str], log: Path, timeout: float) -> tuple[int, str, float]
 
 
 def part_cuda_tests(a) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda or trt", "-p", "no:cacheprovider", str(ROOT / "tests")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-m",
+        "cuda or trt",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests"),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=LIMITS["cuda_tests"] - 10)
     out = p.stdout + p.stderr
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", out)}
@@ -201,7 +223,11 @@ def part_teacher_infer(a) -> dict:
 
 def part_teacher_train(a) -> dict:
     preset = "ssa_mamba_test" if a.smoke else "ssa_mamba"
-    plan = [(8, "off"), (8, "bf16")] if a.smoke else [(64, "off"), (64, "bf16"), (512, "off"), (512, "bf16"), (2048, "bf16")]
+    plan = (
+        [(8, "off"), (8, "bf16")]
+        if a.smoke
+        else [(64, "off"), (64, "bf16"), (512, "off"), (512, "bf16"), (2048, "bf16")]
+    )
     out = {"preset": preset, "rows": []}
     for batch, amp in plan:
         row, step = _train_row(a, preset, batch, amp)
@@ -282,7 +308,9 @@ def part_distill(a) -> dict:
          "-T", "2", "--lambda-max", "0.5", "--warmup-epochs", "1" if a.smoke else "20",
          "--unlabelled", "200" if a.smoke else "20000", "--class-balance", "0.9", "--out", str(student), "--force", *dev,
          *common], log, 900)  # fmt: skip
-    _, _, res["export_wall_s"] = _blmkd(["export", str(student), "--onnx", "--out", str(work / "export"), "--force"], log, 600)
+    _, _, res["export_wall_s"] = _blmkd(
+        ["export", str(student), "--onnx", "--out", str(work / "export"), "--force"], log, 600
+    )
     for name, d in (("teacher", teacher), ("student", student)):
         meta = load_checkpoint(d / "best.safetensors").meta
         m = meta.get("metrics", {})
@@ -340,7 +368,9 @@ def part_student(a) -> dict:
             for name, dt in dtypes.items():
                 if not cuda and name == "fp16":
                     continue
-                ts = time_fn(lambda x=x, dt=dt: run(model, x, dt), a.device, min_time=0.01 if a.smoke else 0.25)
+                ts = time_fn(
+                    lambda x=x, dt=dt: run(model, x, dt), a.device, min_time=0.01 if a.smoke else 0.25
+                )
                 rows.append({"batch": b, "precision": name, "mode": "eager", "patches_per_s": b / statistics.median(ts),
                              "median_ms": 1e3 * statistics.median(ts)})  # fmt: skip
     # torch.compile at the largest batch (one compile per precision), where a GPU makes it pay.
@@ -358,7 +388,9 @@ def part_student(a) -> dict:
                     continue
                 torch.cuda.synchronize()
                 ct = time.perf_counter() - t0
-                ts = time_fn(lambda b=b, name=name: run(cmodel, x_all[:b], dtypes[name]), a.device, min_time=0.5)
+                ts = time_fn(
+                    lambda b=b, name=name: run(cmodel, x_all[:b], dtypes[name]), a.device, min_time=0.5
+                )
                 rows.append({"batch": b, "precision": name, "mode": "compiled", "patches_per_s": b / statistics.median(ts),
                              "median_ms": 1e3 * statistics.median(ts), "compile_s": ct})  # fmt: skip
     res["throughput"] = rows
@@ -395,13 +427,17 @@ def part_student(a) -> dict:
                 ro = torch.compile(model, mode="reduce-overhead", dynamic=False)
                 for _ in range(3):
                     ro(x1)
-                lat["compiled_reduce_overhead"] = time_fn(lambda: ro(x1), a.device, min_time=1.0, min_calls=100)
+                lat["compiled_reduce_overhead"] = time_fn(
+                    lambda: ro(x1), a.device, min_time=1.0, min_calls=100
+                )
                 cg = CudaGraphs(torch.compile(model, dynamic=False))
                 res["compiled_graph_max_abs_dlogit"] = float((cg(x1).float() - ref).abs().max())
                 lat["compiled_cuda_graph"] = time_fn(lambda: cg(x1), a.device, min_time=1.0, min_calls=100)
             except Exception as exc:  # recorded: the eager and graph figures stand without it
                 res["compiled_batch1_error"] = str(exc)[:300]
-    res["batch1_latency_ms"] = {k: {"p50": 1e3 * pct(v, 0.5), "p99": 1e3 * pct(v, 0.99), "calls": len(v)} for k, v in lat.items()}
+    res["batch1_latency_ms"] = {
+        k: {"p50": 1e3 * pct(v, 0.5), "p99": 1e3 * pct(v, 0.99), "calls": len(v)} for k, v in lat.items()
+    }
 
     # Whole-scene map of a XiongAn-size byte scene (random bytes: the speed does not depend on them).
     h, w, bands, k = (96, 80, 24, 5) if a.smoke else (3750, 1580, 256, 20)
@@ -416,7 +452,11 @@ def part_student(a) -> dict:
     upload = time.perf_counter() - t1
     maps = {"scene": [h, w, bands], "classes": k, "upload_s": upload, "make_s": t1 - t0, "rows": []}
     fwd_c = torch.compile(smodel.forward_scanned, dynamic=False) if cuda else None
-    for name, dt, fwd in (("fp32", None, None), ("bf16", torch.bfloat16, None), ("bf16 compiled", torch.bfloat16, fwd_c)):
+    for name, dt, fwd in (
+        ("fp32", None, None),
+        ("bf16", torch.bfloat16, None),
+        ("bf16 compiled", torch.bfloat16, fwd_c),
+    ):
         if fwd is None and name.endswith("compiled"):
             continue
         times = []
@@ -547,7 +587,11 @@ def run_part(a) -> None:
     except PartFailed as exc:
         res = {"status": "failed", "error": str(exc), "figures": exc.figures}
     except Exception as exc:  # recorded, not raised: the driver reports every part
-        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+        res = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc()[-4000:],
+        }
     res["seconds"] = time.perf_counter() - t0
     (out / f"part_{a.run_part}.json").write_text(json.dumps(res, indent=1, default=str))
 
@@ -569,7 +613,9 @@ def write_markdown(path: Path, report: dict) -> None:
         "| part | status | seconds |", "| --- | --- | ---: |",
     ]  # fmt: skip
     for name, p in report["parts"].items():
-        lines.append(f"| {name} | {p['status']}{': ' + p['error'] if p.get('error') else ''} | {p.get('seconds', 0):.0f} |")
+        lines.append(
+            f"| {name} | {p['status']}{': ' + p['error'] if p.get('error') else ''} | {p.get('seconds', 0):.0f} |"
+        )
     for name, p in report["parts"].items():
         figs = p.get("figures") or {}
         if not figs:
@@ -592,11 +638,17 @@ def write_markdown(path: Path, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="runs/gpu_check", help="Output folder (gpu_check.json, gpu_check.md, runs).")
+    ap.add_argument(
+        "--out", default="runs/gpu_check", help="Output folder (gpu_check.json, gpu_check.md, runs)."
+    )
     ap.add_argument("--device", default="cuda", help="cuda (the check) or cpu (with --smoke, for CI).")
-    ap.add_argument("--smoke", action="store_true", help="Tiny presets, batches and scenes: every code path in seconds.")
+    ap.add_argument(
+        "--smoke", action="store_true", help="Tiny presets, batches and scenes: every code path in seconds."
+    )
     ap.add_argument("--parts", default=",".join(PARTS), help=f"Comma-separated subset of {','.join(PARTS)}.")
-    ap.add_argument("--seed-file", default=None, help="The SSA-Mamba seed text (default: shared/seeds beside the repo).")
+    ap.add_argument(
+        "--seed-file", default=None, help="The SSA-Mamba seed text (default: shared/seeds beside the repo)."
+    )
     ap.add_argument("--bands", type=int, default=200)
     ap.add_argument("--classes", type=int, default=16)
     ap.add_argument("--run-part", default=None, help=argparse.SUPPRESS)
@@ -612,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("error: --device cuda: no CUDA GPU visible to PyTorch (use --smoke --device cpu for the CPU run)")
+            print(
+                "error: --device cuda: no CUDA GPU visible to PyTorch (use --smoke --device cpu for the CPU run)"
+            )
             return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

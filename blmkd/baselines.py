@@ -66,9 +66,13 @@ class BaselineConfig:
     def validate(self, patch: int) -> None:
         unknown = [m for m in self.models if m not in MODELS]
         if unknown or not self.models:
-            raise BlmkdError(f"baseline models must be among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}")
+            raise BlmkdError(
+                f"baseline models must be among {', '.join(MODELS)}, got {', '.join(self.models) or 'none'}"
+            )
         if self.window < 1 or self.window % 2 == 0 or self.window > patch:
-            raise BlmkdError(f"--window must be odd, between 1 and the split's patch size {patch}, got {self.window}")
+            raise BlmkdError(
+                f"--window must be odd, between 1 and the split's patch size {patch}, got {self.window}"
+            )
         if self.trees < 1:
             raise BlmkdError(f"--trees must be at least 1, got {self.trees}")
         if self.cv_folds < 2:
@@ -105,7 +109,11 @@ def window_features(windows: np.ndarray, window: int) -> np.ndarray:
     """
     p = windows.shape[-1]
     c, r = p // 2, window // 2
-    return windows[:, :, c - r : c + r + 1, c - r : c + r + 1].mean(axis=(2, 3), dtype=np.float64).astype(np.float32)
+    return (
+        windows[:, :, c - r : c + r + 1, c - r : c + r + 1]
+        .mean(axis=(2, 3), dtype=np.float64)
+        .astype(np.float32)
+    )
 
 
 def pixel_features(bundle: Bundle, which: str, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +141,9 @@ def _estimator(name: str, cfg: BaselineConfig, n_features: int, y: np.ndarray):
 
     counts = np.bincount(y)
     if counts.max(initial=0) < cfg.cv_folds:
-        raise BlmkdError(f"every class has fewer than {cfg.cv_folds} training pixels: too few for {cfg.cv_folds}-fold cross-validation")
+        raise BlmkdError(
+            f"every class has fewer than {cfg.cv_folds} training pixels: too few for {cfg.cv_folds}-fold cross-validation"
+        )
     # Classes with fewer training pixels than folds miss from some folds (scikit-learn warns); the
     # split gave them that few, the baseline takes what the deep models had.
     cv = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
@@ -145,7 +155,10 @@ def _estimator(name: str, cfg: BaselineConfig, n_features: int, y: np.ndarray):
         # break_ties: predict is the argmax of the one-vs-rest decision values, the scores the ONNX
         # graph returns, so the two agree on every pixel.
         pipe = Pipeline([("scale", StandardScaler()), ("clf", SVC(kernel="rbf", break_ties=True))])
-        grid = {"clf__C": list(SVM_GRID["C"]), "clf__gamma": [g / n_features for g in SVM_GRID["gamma_x_features"]]}
+        grid = {
+            "clf__C": list(SVM_GRID["C"]),
+            "clf__gamma": [g / n_features for g in SVM_GRID["gamma_x_features"]],
+        }
     else:
         pipe = Pipeline([("scale", StandardScaler()), ("clf", KNeighborsClassifier())])
         grid = {"clf__n_neighbors": [k for k in KNN_GRID if k <= len(y) - len(y) // cfg.cv_folds - 1] or [1]}
@@ -234,7 +247,9 @@ def _svm_nodes(model):
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     W = np.zeros((len(sv), len(pairs)), np.float64)  # (n_SV, P)
     S = np.zeros((len(pairs), k), np.float32)  # confidences: +D to i, −D to j
-    V = np.zeros((len(pairs), k), np.float32)  # votes: +1 to i, −1 to j where D ≥ 0 (j's vote is the constant)
+    V = np.zeros(
+        (len(pairs), k), np.float32
+    )  # votes: +1 to i, −1 to j where D ≥ 0 (j's vote is the constant)
     for p, (i, j) in enumerate(pairs):
         W[starts[i] : starts[i + 1], p] = dual[j - 1, starts[i] : starts[i + 1]]
         W[starts[j] : starts[j + 1], p] = dual[i, starts[j] : starts[j + 1]]
@@ -277,7 +292,9 @@ def _knn_nodes(model):
     inits += [numpy_helper.from_array(np.array([knn.n_neighbors], np.int64), "k_nn"),
               numpy_helper.from_array(onehot, "train_onehot")]  # fmt: skip
     nodes += [
-        helper.make_node("TopK", ["d2", "k_nn"], ["nn_d2", "nn_idx"], axis=1, largest=0, sorted=1),  # (N, k_nn)
+        helper.make_node(
+            "TopK", ["d2", "k_nn"], ["nn_d2", "nn_idx"], axis=1, largest=0, sorted=1
+        ),  # (N, k_nn)
         helper.make_node("Gather", ["train_onehot", "nn_idx"], ["nn_onehot"], axis=0),  # (N, k_nn, k)
         helper.make_node("ReduceMean", ["nn_onehot"], ["scores"], axes=[1], keepdims=0),  # (N, k)
     ]
@@ -336,14 +353,18 @@ def to_onnx(name: str, model, n_features: int, patch: int, window: int, classes:
     g.node.extend(nodes)
     g.initializer.extend(inits)
     del g.input[:]
-    g.input.extend([helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_features, patch, patch])])
+    g.input.extend(
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_features, patch, patch])]
+    )
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])])
     onnx.checker.check_model(m, full_check=True)
     return m
 
 
-def _export_meta(bundle: Bundle, name: str, cfg: BaselineConfig, params: dict, size: dict, test_oa: float) -> dict:
+def _export_meta(
+    bundle: Bundle, name: str, cfg: BaselineConfig, params: dict, size: dict, test_oa: float
+) -> dict:
     sc = bundle.scene
     return {
         "format": "blmkd-export/1", "model": name, "family": "baseline", "input_kind": "float", "precision": "fp32",
@@ -365,7 +386,11 @@ def _check(m, ref_scores: np.ndarray, x_windows_fn, labels: np.ndarray, name: st
     """
     sess = ort_session(m.SerializeToString())
     got = np.concatenate([sess.run(["logits"], {"input": xb})[0] for xb in x_windows_fn()])
-    crit = {"min_agreement": 0.999, "max_oa_drop": 0.05} if name == "svm" else {"min_agreement": 0.995, "max_oa_drop": 0.1}
+    crit = (
+        {"min_agreement": 0.999, "max_oa_drop": 0.05}
+        if name == "svm"
+        else {"min_agreement": 0.995, "max_oa_drop": 0.1}
+    )
     chk = compare(got, ref_scores.astype(np.float32), labels, crit)
     if not chk.passed:
         raise ExportError(f"the ONNX {name} disagrees with scikit-learn: {check_line(chk)}")
@@ -442,7 +467,9 @@ def train_baselines(bundle: Bundle, cfg: BaselineConfig, out_dir: str | Path, *,
         onnx_path = run / f"{name}.onnx"
         with atomic_path(onnx_path, suffix=".onnx") as tmp:
             tmp.write_bytes(m.SerializeToString())
-        doc = _run_doc(bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, onnx_path, meta_extra)
+        doc = _run_doc(
+            bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, onnx_path, meta_extra
+        )
         atomic_write_json(run / "best.json", doc)
         res = BaselineResult(name, run, onnx_path, test, val_oa, params, cv_oa, fit_s, chk.to_dict())
         log(f"{name}: test OA {100 * test['oa']:.2f}%  AA {100 * test['aa']:.2f}%  κ {100 * test['kappa']:.2f}  "
@@ -452,7 +479,10 @@ def train_baselines(bundle: Bundle, cfg: BaselineConfig, out_dir: str | Path, *,
 
 
 def _params_text(params: dict) -> str:
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()) or "defaults"
+    return (
+        ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+        or "defaults"
+    )
 
 
 def _run_doc(bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, onnx_path, meta_extra) -> dict:
@@ -481,8 +511,8 @@ def _run_doc(bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, o
 def best_baseline(results: list[BaselineResult]) -> BaselineResult:
     """The baseline a user would pick without looking at the test set: the highest validation OA
     (ties: the higher cross-validated OA)."""
+
     def key(r):
         return (r.val_oa if r.val_oa is not None else -1.0, r.cv_oa if r.cv_oa is not None else -1.0)
 
     return max(results, key=key)
-

@@ -217,7 +217,9 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
             header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own error types for truncation/corruption
-        raise ModelError(f"{p}: not a readable safetensors checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"{p}: not a readable safetensors checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if "blmkd" not in header:
         raise ModelError(f"{p}: safetensors file without blmkd metadata; not a blmkd checkpoint")
     try:
@@ -233,7 +235,9 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
             raise ModelError(f"{p}: its integrity record is not a blmkd seal (corrupt or edited file)")
         if changed:
             what = describe(["weights" if c == "tensors" else c for c in changed])
-            raise ModelError(f"{p}: {what} changed since it was written (digest mismatch); the file was edited or is corrupt")
+            raise ModelError(
+                f"{p}: {what} changed since it was written (digest mismatch); the file was edited or is corrupt"
+            )
     elif digest != meta.get("tensors_sha256"):
         raise ModelError(f"{p}: tensor checksum mismatch; the file was modified or is corrupt")
     elif p.resolve() not in _LEGACY_NOTED:

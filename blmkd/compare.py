@@ -157,7 +157,9 @@ def collect_runs(path: str | Path, metrics_file: str | None = None) -> list[RunR
     seen: dict[str, Path] = {}
     for r in runs:
         if r.digest in seen:
-            raise BlmkdError(f"{seen[r.digest]} and {r.dir} were tested on the same split; compare one of them")
+            raise BlmkdError(
+                f"{seen[r.digest]} and {r.dir} were tested on the same split; compare one of them"
+            )
         seen[r.digest] = r.dir
     return runs
 
@@ -201,7 +203,9 @@ def paired_stats(a, b) -> dict:
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired_stats needs two equal-length non-empty sequences, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_stats needs two equal-length non-empty sequences, got {a.shape} and {b.shape}"
+        )
     d = a - b
     n = d.size
     (ma, sa), (mb, sb), (md, sd) = mean_std(a), mean_std(b), mean_std(d)
@@ -244,12 +248,21 @@ def compare_runs(a: list[RunResult], b: list[RunResult]) -> dict:
     paired = {r.digest for r, _ in pairs}
     return {
         "pairs": [
-            {"seed": ra.seed, "digest": ra.digest, "a": str(ra.dir), "b": str(rb.dir),
-             **{f"{k}_a": ra.metrics[k] for k in METRICS}, **{f"{k}_b": rb.metrics[k] for k in METRICS}}
+            {
+                "seed": ra.seed,
+                "digest": ra.digest,
+                "a": str(ra.dir),
+                "b": str(rb.dir),
+                **{f"{k}_a": ra.metrics[k] for k in METRICS},
+                **{f"{k}_b": rb.metrics[k] for k in METRICS},
+            }
             for ra, rb in pairs
         ],  # fmt: skip
         "unpaired_a": [str(r.dir) for r in a if r.digest not in paired],
         "unpaired_b": [str(r.dir) for r in b if r.digest not in paired],
-        "stats": {k: paired_stats([ra.metrics[k] for ra, _ in pairs], [rb.metrics[k] for _, rb in pairs]) for k in METRICS},
+        "stats": {
+            k: paired_stats([ra.metrics[k] for ra, _ in pairs], [rb.metrics[k] for _, rb in pairs])
+            for k in METRICS
+        },
         "per_class": per_class_pairs(pairs),
     }

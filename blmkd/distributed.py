@@ -67,7 +67,9 @@ def resolve_device(name: str) -> torch.device:
         raise BlmkdError(f"--device must be cpu, cuda, cuda:N or auto, not {name!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise BlmkdError("--device cuda: no CUDA GPU visible to PyTorch (torch.cuda.is_available() is False)")
+            raise BlmkdError(
+                "--device cuda: no CUDA GPU visible to PyTorch (torch.cuda.is_available() is False)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise BlmkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
@@ -122,7 +124,9 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Dist
         _CTX = DistContext(dist.get_rank(), dist.get_world_size(), local, name, _device(name, local))
         return _CTX
     if not launched_by_torchrun():
-        return DistContext(device=_LOCAL_DEVICE)  # not cached: a group made later by the caller is still found
+        return DistContext(
+            device=_LOCAL_DEVICE
+        )  # not cached: a group made later by the caller is still found
     if not dist.is_available():
         raise BlmkdError("launched by torchrun, but this torch was built without torch.distributed")
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))

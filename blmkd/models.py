@@ -68,7 +68,9 @@ def register_model(name: str, family: str, description: str = ""):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelEntry(
+            name, family, fn, description or (fn.__doc__ or "").strip().split("\n")[0]
+        )
         return fn
 
     return deco

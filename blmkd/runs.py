@@ -93,7 +93,11 @@ class RunLock:
                     continue
             else:  # pragma: no cover
                 owner = _read_owner(self.path)
-                if owner.get("pid") not in (None, os.getpid()) and owner.get("host") == me["host"] and _pid_alive(owner["pid"]):
+                if (
+                    owner.get("pid") not in (None, os.getpid())
+                    and owner.get("host") == me["host"]
+                    and _pid_alive(owner["pid"])
+                ):
                     fh.close()
                     self._refuse(owner)
             fh.seek(0)
@@ -102,19 +106,25 @@ class RunLock:
             fh.flush()
             self._fh = fh
             return self
-        raise RunError(f"{self.path.parent}: could not take the lock {self.path.name} (another process keeps replacing it)")
+        raise RunError(
+            f"{self.path.parent}: could not take the lock {self.path.name} (another process keeps replacing it)"
+        )
 
     def _refuse(self, owner: dict) -> None:
         who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}"
         if owner.get("started"):
             who += f" (started {owner['started']})"
-        raise RunError(f"{self.path.parent} is being written by {who}; wait for it to finish or choose another --out")
+        raise RunError(
+            f"{self.path.parent} is being written by {who}; wait for it to finish or choose another --out"
+        )
 
     def release(self) -> None:
         if self._fh is None:
             return
         try:
-            self.path.unlink(missing_ok=True)  # unlinked while still held: a waiting process re-checks the inode
+            self.path.unlink(
+                missing_ok=True
+            )  # unlinked while still held: a waiting process re-checks the inode
         finally:
             self._fh.close()  # closing drops the flock
             self._fh = None

@@ -115,7 +115,11 @@ class Bundle:
         return {
             "data": {**self.scene.facts(), "options": self.options.to_dict(), "patch_size": self.patch_size},
             "preprocessing": self.prep.to_dict(),
-            "split": {**self.split.spec, "leakage": float(self.split.leakage), "counts": self.split.summary(self.scene)},
+            "split": {
+                **self.split.spec,
+                "leakage": float(self.split.leakage),
+                "counts": self.split.summary(self.scene),
+            },
         }
 
 
@@ -184,7 +188,9 @@ def bundle_from_checkpoint(ckpt: Checkpoint, overrides: dict | None = None) -> B
     from blmkd.data.preprocess import Preprocessing
 
     data = ckpt.meta.get("data", {})
-    opts = DataOptions(**{**data.get("options", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}})
+    opts = DataOptions(
+        **{**data.get("options", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    )
     bundle = prepare_data(opts)
     bundle.prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
     check_compatible(ckpt, bundle)
@@ -196,14 +202,18 @@ def check_compatible(ckpt: Checkpoint, bundle: Bundle) -> None:
     cfg = ckpt.meta["model"]["config"]
     scene = bundle.scene
     if cfg.get("bands") != scene.bands:
-        raise ModelError(f"{ckpt.path.name} expects {cfg.get('bands')} bands but {scene.name} has {scene.bands}")
+        raise ModelError(
+            f"{ckpt.path.name} expects {cfg.get('bands')} bands but {scene.name} has {scene.bands}"
+        )
     if cfg.get("num_classes") != scene.num_classes:
         raise ModelError(
             f"{ckpt.path.name} has {cfg.get('num_classes')} classes but {scene.name} has {scene.num_classes}"
         )
     ids = [c["id"] for c in ckpt.meta.get("data", {}).get("classes", [])]
     if ids and ids != list(scene.class_ids):
-        raise ModelError(f"{ckpt.path.name} was trained on class ids {ids}, the data has {list(scene.class_ids)}")
+        raise ModelError(
+            f"{ckpt.path.name} was trained on class ids {ids}, the data has {list(scene.class_ids)}"
+        )
 
 
 def model_pixels(ck: Checkpoint, scene=None) -> tuple[np.ndarray, np.ndarray, object]:
@@ -221,7 +231,9 @@ def model_pixels(ck: Checkpoint, scene=None) -> tuple[np.ndarray, np.ndarray, ob
 
     digest = ck.meta.get("split", {}).get("digest")
     if not digest:
-        raise BlmkdError(f"{ck.path.name} records no split digest: its training pixels are unknown, so another split cannot be tested without leakage")
+        raise BlmkdError(
+            f"{ck.path.name} records no split digest: its training pixels are unknown, so another split cannot be tested without leakage"
+        )
     opts = DataOptions(**ck.meta.get("data", {}).get("options", {}))
     if scene is not None:
         try:
@@ -231,7 +243,9 @@ def model_pixels(ck: Checkpoint, scene=None) -> tuple[np.ndarray, np.ndarray, ob
         if split is not None and split.spec["digest"] == digest:
             return split.train, split.val, scene
     try:
-        own = load_scene(opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill, progress=False)
+        own = load_scene(
+            opts.dataset, opts.gt, cube_key=opts.cube_key, gt_key=opts.gt_key, fill=opts.fill, progress=False
+        )
         split = split_for(own, opts)
     except BlmkdError as exc:
         raise BlmkdError(f"cannot rebuild the pixels {ck.path.name} was trained on ({str(exc).splitlines()[0]}); "
@@ -322,7 +336,9 @@ def apply_variants(x: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, extractor, rows, cols, batch_size: int = 1024, variant: int = 0) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, extractor, rows, cols, batch_size: int = 1024, variant: int = 0
+) -> torch.Tensor:
     """Logits (N, K) for the windows centred at (rows, cols), in eval mode."""
     model.eval()
     rows, cols = np.asarray(rows), np.asarray(cols)
@@ -344,10 +360,15 @@ def predict_tta(model: nn.Module, extractor, rows, cols, batch_size: int = 1024)
     Test-time augmentation: 8× the inference cost of :func:`predict_logits`. The models are
     trained with random dihedral views (``--augment``), so every view is one they know.
     """
-    return sum(predict_logits(model, extractor, rows, cols, batch_size, variant=v).softmax(1) for v in range(8)) / 8
+    return (
+        sum(predict_logits(model, extractor, rows, cols, batch_size, variant=v).softmax(1) for v in range(8))
+        / 8
+    )
 
 
-def evaluate_model(model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024, tta: bool = False):
+def evaluate_model(
+    model: nn.Module, bundle: Bundle, which: str = "test", batch_size: int = 1024, tta: bool = False
+):
     """OA/AA/κ report of ``model`` on the ``which`` pixels of the bundle's split (``tta``: 8 dihedral views)."""
     from blmkd.metrics import classification_report
 
@@ -377,7 +398,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     augment: bool = True  # random dihedral flips/rotations of training patches
-    patience: int = 30  # early stopping: epochs without a better val OA, or an equal one with lower val loss (0 disables)
+    patience: int = (
+        30  # early stopping: epochs without a better val OA, or an equal one with lower val loss (0 disables)
+    )
     label_smoothing: float = 0.0
     class_balance: float = 0.0  # β of the effective-number class weights (Cui et al. 2019); 0 = off
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0 = off)
@@ -428,7 +451,9 @@ class WeightEMA:
         """The averaged state stored by :meth:`tensors` in ``ck``."""
         state = {k: ck.extra(f"ema.{k}") for k in self.module.state_dict()}
         if any(v is None for v in state.values()):
-            raise TrainingError(f"--resume with --ema: {ck.path} holds no averaged weights (trained without --ema?)")
+            raise TrainingError(
+                f"--resume with --ema: {ck.path} holds no averaged weights (trained without --ema?)"
+            )
         return state
 
 
@@ -569,7 +594,11 @@ def fit(
     if len(rows) == 0:
         raise TrainingError("the split has no training pixels")
     if objective is None:
-        weights = class_balance_weights(labels, bundle.scene.num_classes, cfg.class_balance) if cfg.class_balance else None
+        weights = (
+            class_balance_weights(labels, bundle.scene.num_classes, cfg.class_balance)
+            if cfg.class_balance
+            else None
+        )
         objective = ce_objective(cfg.label_smoothing, weights)
     vrows, vcols, vlabels = bundle.coords("val")
     use_val = len(vrows) > 0
@@ -610,7 +639,9 @@ def fit(
                 state = (ck.model_state(), ck.optimizer_state(), ck.meta["train_state"], ema_state)
         problem = D.broadcast_object(problem)
         if problem is not None:  # every rank stops: a model trained on two splits would carry one's label
-            raise TrainingError(f"--resume refused: {problem}; resume with the run's own options, or start a new run")
+            raise TrainingError(
+                f"--resume refused: {problem}; resume with the run's own options, or start a new run"
+            )
         state = D.broadcast_object(state)
         if state is None:
             raise TrainingError(f"--resume: no {last} to resume from")
@@ -625,8 +656,15 @@ def fit(
             ema.updates = st["ema_updates"]  # written with every last.safetensors that holds an average
         if opt_state is not None:
             opt.load_state_dict(opt_state)
-        start_epoch, best_val, best_epoch, bad_epochs = st["epoch"] + 1, st["best_val"], st["best_epoch"], st["bad_epochs"]
-        best_val_loss = st.get("best_val_loss", math.inf)  # absent from checkpoints written before the tie-break
+        start_epoch, best_val, best_epoch, bad_epochs = (
+            st["epoch"] + 1,
+            st["best_val"],
+            st["best_epoch"],
+            st["bad_epochs"],
+        )
+        best_val_loss = st.get(
+            "best_val_loss", math.inf
+        )  # absent from checkpoints written before the tie-break
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
         with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended
             warnings.simplefilter("ignore", UserWarning)
@@ -664,7 +702,9 @@ def fit(
                 if len(idx) < 2 * world and b > 0:  # BatchNorm cannot train on a batch of one (per rank)
                     continue
                 variants = (
-                    torch.randint(0, 8, (len(idx),), generator=gen) if cfg.augment else torch.zeros(len(idx), dtype=torch.long)
+                    torch.randint(0, 8, (len(idx),), generator=gen)
+                    if cfg.augment
+                    else torch.zeros(len(idx), dtype=torch.long)
                 )
                 n_global = len(idx)
                 if world > 1:  # this rank's share of the global batch (all ranks drew the same idx, variants)
@@ -683,7 +723,9 @@ def fit(
                 if not math.isfinite(stats[0]):  # so every rank stops here together
                     kept = (f"the checkpoint of epoch {epoch - 1} is kept in {out / 'last.safetensors'}" if epoch > 1
                             else "no checkpoint was written")  # fmt: skip
-                    raise TrainingError(f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, {kept}")
+                    raise TrainingError(
+                        f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, {kept}"
+                    )
                 if world > 1:  # DDP averages over ranks: weighted by its share, that is the global-batch mean
                     loss = loss * (n * world / n_global)
                 opt.zero_grad(set_to_none=True)
@@ -707,7 +749,9 @@ def fit(
             judged = ema.module if ema is not None else model  # the weights validated and kept as best
             if use_val:
                 share = D.shard(len(vrows))
-                hits, ce_sum = _val_stats(judged, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch)
+                hits, ce_sum = _val_stats(
+                    judged, extractor, vrows[share], vcols[share], vlabels[share], cfg.eval_batch
+                )
                 hits, ce_sum = D.all_reduce_sum([hits, ce_sum])
                 val_oa, val_loss = hits / len(vrows), ce_sum / len(vrows)
             else:
@@ -731,7 +775,11 @@ def fit(
                      "bad_epochs": bad_epochs}  # fmt: skip
             if ema is not None:
                 state["ema_updates"] = ema.updates
-            meta = {**meta_base, "train_state": state, "metrics": {"val_oa": val_oa, "val_loss": val_loss, "train_oa": train_oa, "epoch": epoch}}
+            meta = {
+                **meta_base,
+                "train_state": state,
+                "metrics": {"val_oa": val_oa, "val_loss": val_loss, "train_oa": train_oa, "epoch": epoch},
+            }
             if main:
                 if improved:
                     save_checkpoint(out / "best.safetensors", judged, meta, extra_tensors=extra_tensors)
@@ -740,7 +788,9 @@ def fit(
                 log_lines.append(json.dumps(row))
                 _write_lines(log_path, log_lines)
                 last_extra = {**(extra_tensors or {}), **(ema.tensors() if ema is not None else {})}
-                save_checkpoint(out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=last_extra or None)
+                save_checkpoint(
+                    out / "last.safetensors", model, meta, optimizer=opt, extra_tensors=last_extra or None
+                )
             prog.update(row, best_val)
             if on_epoch:
                 on_epoch(row)
@@ -756,7 +806,9 @@ def fit(
     else:
         report = evaluate_model(model, bundle, "test", cfg.eval_batch)
     test = report.to_dict(bundle.scene.class_ids, bundle.scene.class_names)
-    selection = selection_facts([json.loads(line) for line in log_lines], best_epoch, best_val, best_val_loss, use_val)
+    selection = selection_facts(
+        [json.loads(line) for line in log_lines], best_epoch, best_val, best_val_loss, use_val
+    )
     if main:
         meta = dict(best.meta)
         meta["metrics"] = {**meta.get("metrics", {}), "test": test, "best_epoch": best_epoch, "train_wall_s": wall,
@@ -789,7 +841,9 @@ def _better(val_oa: float, val_loss: float, best_oa: float, best_loss: float) ->
     return val_oa > best_oa or (val_oa == best_oa and val_loss < best_loss)
 
 
-def selection_facts(rows: list[dict], best_epoch: int, best_oa: float, best_loss: float, use_val: bool) -> dict:
+def selection_facts(
+    rows: list[dict], best_epoch: int, best_oa: float, best_loss: float, use_val: bool
+) -> dict:
     """Which epoch was kept and why, from the ``metrics.jsonl`` rows of a run.
 
     Returns ``{"epoch", "val_oa", "val_loss", "tied_epochs", "first_epoch_at_best_oa", "on", "reason"}``;
@@ -801,7 +855,9 @@ def selection_facts(rows: list[dict], best_epoch: int, best_oa: float, best_loss
     first = min([best_epoch, *tied])
     reason = f"{on} OA {best_oa:.4f}"
     if tied:
-        reason += f" (tied with {len(tied)} epoch{'s' if len(tied) > 1 else ''}), lowest {on} loss {best_loss:.4g}"
+        reason += (
+            f" (tied with {len(tied)} epoch{'s' if len(tied) > 1 else ''}), lowest {on} loss {best_loss:.4g}"
+        )
     else:
         reason += " (highest)"
     return {"epoch": best_epoch, "val_oa": best_oa, "val_loss": None if math.isinf(best_loss) else best_loss,

@@ -176,7 +176,9 @@ def kernel_source() -> str:
 # What the part of a C export before the kernel may hold, line by line: data, never code.
 _NUM = r"-?(?:\d+\.?\d*(?:e[+-]?\d+)?f?)"
 _PREAMBLE_LINES = [
-    re.compile(r"/\* Byte-latent Mamba student exported by blmkd [\w.+-]*: \d+ bands, \d+x\d+ byte patches -> \d+ logits\."),
+    re.compile(
+        r"/\* Byte-latent Mamba student exported by blmkd [\w.+-]*: \d+ bands, \d+x\d+ byte patches -> \d+ logits\."
+    ),
     re.compile(r" \* Generated file: data only; the kernel and its notes follow the weights\. \*/"),
     re.compile(r"/\* BLMKD-META (?:(?!\*/).)* \*/"),
     re.compile(rf"#define BLM_[A-Z_]+ {_NUM}"),
@@ -265,7 +267,9 @@ def verify_c_source(text: str, name: str) -> str:
 
     m = _SEAL_RE.search(text)
     if m is None:
-        raise ExportError(f"{name}: carries no BLMKD-SEAL line; blmkd only compiles sealed C exports (re-export it with `blmkd export --c`)")
+        raise ExportError(
+            f"{name}: carries no BLMKD-SEAL line; blmkd only compiles sealed C exports (re-export it with `blmkd export --c`)"
+        )
     body = text[: m.start()]
     try:
         recorded = json.loads(m.group(1))
@@ -275,7 +279,9 @@ def verify_c_source(text: str, name: str) -> str:
     if changed is None:
         raise ExportError(f"{name}: its BLMKD-SEAL line is not a blmkd seal (corrupt or edited file)")
     if changed:
-        raise ExportError(f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt")
+        raise ExportError(
+            f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt"
+        )
     return body
 
 
@@ -330,7 +336,11 @@ def _cpu_id() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return f"{platform.machine()} {platform.processor()}"
-    keep = [ln for ln in info.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    keep = [
+        ln
+        for ln in info.splitlines()
+        if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")
+    ]
     return platform.machine() + "\n" + "\n".join(sorted(set(keep)))
 
 
@@ -352,7 +362,9 @@ def compile_c(path: str | Path) -> Path:
     if cc is None:
         raise ExportError(f"cannot run {src.name}: {why}")
     flags = _cflags()
-    key = hashlib.sha256(code + repr((cc, flags, _compiler_version(cc), sys.platform, _cpu_id())).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        code + repr((cc, flags, _compiler_version(cc), sys.platform, _cpu_id())).encode()
+    ).hexdigest()[:24]
     out_dir = native_dir()
     lib = out_dir / f"{src.stem}-{key}.so"
     if lib.exists():
@@ -370,7 +382,9 @@ def compile_c(path: str | Path) -> Path:
             res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             lines = res.stderr.splitlines()
-            first = next((ln for ln in lines if " error:" in ln or ln.startswith("error")), "\n".join(lines[:1]))
+            first = next(
+                (ln for ln in lines if " error:" in ln or ln.startswith("error")), "\n".join(lines[:1])
+            )
             first = first.replace(str(src), src.name)
             raise ExportError(f"{src.name}: the C compiler failed ({shlex.join([cc, *flags])}): {first}")
         os.replace(tmp, lib)
@@ -463,7 +477,10 @@ def emulator(target: CTarget) -> tuple[list[str] | None, str]:
         return [], ""
     exe = shutil.which(target.emulator) if target.emulator else None
     if exe is None:
-        return None, f"cannot run {target.name} programs here: {target.emulator or 'an emulator'} not found (apt-get install qemu-user)"
+        return (
+            None,
+            f"cannot run {target.name} programs here: {target.emulator or 'an emulator'} not found (apt-get install qemu-user)",
+        )
     return [exe], ""
 
 
@@ -545,11 +562,17 @@ def run_on_target(path: str | Path, target: str | CTarget, x: np.ndarray) -> Tar
         exe = d / "check"
         _compile(cc, flags, [src, d / "check_main.c"], exe, ("-static",))
         x.tofile(d / "x.bin")
-        res = subprocess.run([*prefix, str(exe), str(d / "x.bin"), str(d / "y.bin")], capture_output=True, text=True)
+        res = subprocess.run(
+            [*prefix, str(exe), str(d / "x.bin"), str(d / "y.bin")], capture_output=True, text=True
+        )
         if res.returncode != 0:
-            raise ExportError(f"{src.name} built for {t.name} failed to run (exit {res.returncode}): {res.stderr.strip()[:200]}")
+            raise ExportError(
+                f"{src.name} built for {t.name} failed to run (exit {res.returncode}): {res.stderr.strip()[:200]}"
+            )
         y = np.fromfile(d / "y.bin", np.float32).reshape(len(x), -1)
-    return TargetRun(t.name, cc, flags, " ".join(Path(p).name for p in prefix) or "native", res.stdout.strip(), y)
+    return TargetRun(
+        t.name, cc, flags, " ".join(Path(p).name for p in prefix) or "native", res.stdout.strip(), y
+    )
 
 
 def build_for_target(path: str | Path, target: str | CTarget, out: str | Path, runner: bool = False) -> Path:
@@ -564,7 +587,9 @@ def build_for_target(path: str | Path, target: str | CTarget, out: str | Path, r
         raise ExportError(why)
     dst = Path(out)
     with atomic_path(dst, suffix=dst.suffix or ".bin") as tmp:
-        _compile(cc, [*BASE_CFLAGS, *t.flags], [src], Path(tmp), ("-static",) if runner else ("-shared", "-fPIC"))
+        _compile(
+            cc, [*BASE_CFLAGS, *t.flags], [src], Path(tmp), ("-static",) if runner else ("-shared", "-fPIC")
+        )
         if runner:
             os.chmod(tmp, 0o755)
     return dst
@@ -590,7 +615,9 @@ def runner_source(c_text: str, meta: dict[str, Any]) -> str:
     from blmkd.data.preprocess import Preprocessing
 
     if not meta.get("preprocessing"):
-        raise ExportError("--runner: the export's metadata has no preprocessing (the runner quantizes raw values)")
+        raise ExportError(
+            "--runner: the export's metadata has no preprocessing (the runner quantizes raw values)"
+        )
     prep = Preprocessing.from_dict(meta["preprocessing"])
     if prep.bands != int(meta.get("bands", prep.bands)):
         raise ExportError(f"--runner: preprocessing has {prep.bands} bands, the model {meta.get('bands')}")
@@ -663,9 +690,13 @@ class CRunner(Runner):
         lib.blm_scan_order(order)
         self.scan_order = tuple(int(v) for v in order)
         lib.blm_build.restype = ctypes.c_char_p
-        self.build = lib.blm_build().decode()  # which matmul path the compiler got, e.g. "matmul=vector vw=8 mr=6"
+        self.build = (
+            lib.blm_build().decode()
+        )  # which matmul path the compiler got, e.g. "matmul=vector vw=8 mr=6"
         if sorted(self.scan_order) != list(range(self.patch * self.patch)):
-            raise ExportError(f"{self.name}: its scan order is not a permutation of the {self.patch}x{self.patch} window; refusing to run it")
+            raise ExportError(
+                f"{self.name}: its scan order is not a permutation of the {self.patch}x{self.patch} window; refusing to run it"
+            )
         self._lib = lib
         self.providers = [f"C ({self.library.name}, {self.build})"]
 
@@ -683,14 +714,19 @@ class CRunner(Runner):
     def run(self, x) -> np.ndarray:
         x = self._prepare(x)  # uint8, contiguous
         if x.shape[1:] != (self.bands, self.patch, self.patch):  # the kernel reads exactly this much
-            raise ModelError(f"{self.name}: expected patches (N, {self.bands}, {self.patch}, {self.patch}), got {x.shape}")
+            raise ModelError(
+                f"{self.name}: expected patches (N, {self.bands}, {self.patch}, {self.patch}), got {x.shape}"
+            )
         n = x.shape[0]
         out = np.empty((n, self.num_classes), np.float32)
         if n < 2 * self.min_chunk:  # batch 1 above all: one call, no split (a few µs of Python less)
             self._fn(x.ctypes.data, n, out.ctypes.data)
             return out
         self._parallel(
-            [(self._fn, x[a:b].ctypes.data, int(b - a), out[a:b].ctypes.data) for a, b in self._bounds(n, self.min_chunk)]
+            [
+                (self._fn, x[a:b].ctypes.data, int(b - a), out[a:b].ctypes.data)
+                for a, b in self._bounds(n, self.min_chunk)
+            ]
         )
         return out
 

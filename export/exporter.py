@@ -275,7 +275,9 @@ def export(
     if onnx_fmts:
         with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
             base_opts = opts[onnx_fmts[0].name]
-            fp32, simplified = _fp32_graph(model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log)
+            fp32, simplified = _fp32_graph(
+                model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log
+            )
             for fmt in onnx_fmts:
                 o = opts[fmt.name]
                 extra: dict[str, Any] = {}
@@ -388,12 +390,19 @@ def _write_checked_c(
         tmp.write_text(seal_c_source(source))
         runner = CRunner(tmp)
         chk = compare(ev.logits(runner.run), ref, labels, criterion)
-        log(f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}, {runner.build}); {chk.line()}")
+        log(
+            f"{fmt.name}: {path.name} {_human(tmp.stat().st_size)} (compiled with {runner.compiler}, {runner.build}); {chk.line()}"
+        )
         if not chk.passed:
             raise ExportError(
                 f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
             )
-        result = {"test_oa": chk.oa, "agreement": chk.agreement, "max_abs_diff": chk.max_abs_diff, "check": chk.to_dict()}
+        result = {
+            "test_oa": chk.oa,
+            "agreement": chk.agreement,
+            "max_abs_diff": chk.max_abs_diff,
+            "check": chk.to_dict(),
+        }
         if o["c_target"]:
             x = np.concatenate(list(ev.batches()))
             tr = run_on_target(tmp, o["c_target"], x)
@@ -456,16 +465,24 @@ def _check_runner(src: Path, host, bundle, lines: int = 24) -> str:
     cc = c_compiler()[0]
     with tempfile.TemporaryDirectory(prefix="blmkd-runner-") as tmp:
         exe = Path(tmp) / "runner"
-        res = subprocess.run([*shlex.split(cc), "-O3", "-o", str(exe), str(src), "-lm"], capture_output=True, text=True)
+        res = subprocess.run(
+            [*shlex.split(cc), "-O3", "-o", str(exe), str(src), "-lm"], capture_output=True, text=True
+        )
         if res.returncode != 0:
-            raise ExportError(f"--runner: {cc} -O3 failed on the runner: {res.stderr.strip().splitlines()[:1]}")
+            raise ExportError(
+                f"--runner: {cc} -O3 failed on the runner: {res.stderr.strip().splitlines()[:1]}"
+            )
         run = subprocess.run([str(exe), "--width", str(w), "--interleave", "bil", "--dtype", "float32", "-"],
                              input=np.ascontiguousarray(cube.transpose(0, 2, 1)).tobytes(), capture_output=True)  # fmt: skip
     if run.returncode != 0:
-        raise ExportError(f"--runner: the runner failed on the scene: {run.stderr.decode(errors='replace').strip()}")
+        raise ExportError(
+            f"--runner: the runner failed on the scene: {run.stderr.decode(errors='replace').strip()}"
+        )
     got = np.frombuffer(run.stdout, want.dtype)
     if got.size != want.size or not np.array_equal(got.reshape(want.shape), want):
-        raise ExportError("--runner: the runner's map of the first scene lines differs from blmkd predict's; nothing written")
+        raise ExportError(
+            "--runner: the runner's map of the first scene lines differs from blmkd predict's; nothing written"
+        )
     return f"built with `{cc} -O3`; its map of {h}×{w} scene pixels equals predict's"
 
 

@@ -109,7 +109,9 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
     for k, v in current.items():
         model.metadata_props.add(key=k, value=v)
     model.producer_name = "blmkd"
-    model.metadata_props.add(key=SEAL_KEY, value=json.dumps(seal(_sealed_parts(model)), separators=(",", ":")))
+    model.metadata_props.add(
+        key=SEAL_KEY, value=json.dumps(seal(_sealed_parts(model)), separators=(",", ":"))
+    )
 
 
 def _sealed_parts(model: onnx.ModelProto) -> dict[str, bytes]:
@@ -144,7 +146,9 @@ def verify_onnx(model: onnx.ModelProto, name: str) -> bool:
     if changed is None:
         raise ExportError(f"{name}: its {SEAL_KEY} entry is not a blmkd seal (corrupt or edited file)")
     if changed:
-        raise ExportError(f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt")
+        raise ExportError(
+            f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt"
+        )
     return True
 
 
@@ -159,7 +163,9 @@ def load_verified(path: str | Path, load_external_data: bool = True) -> tuple[on
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise ExportError(f"{p.name}: not a readable ONNX model (truncated or another kind of file? {type(exc).__name__})") from None
+        raise ExportError(
+            f"{p.name}: not a readable ONNX model (truncated or another kind of file? {type(exc).__name__})"
+        ) from None
     if not model.graph.node and not model.graph.input:
         raise ExportError(f"{p.name}: not an ONNX model (no graph); truncated or another kind of file?")
     return model, data, verify_onnx(model, p.name)

@@ -266,7 +266,9 @@ _LAYOUT_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
 BYTE_INPUT_WEIGHT_BITS = 7
 
 
-def quantize_byte_input(model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BITS) -> tuple[onnx.ModelProto, dict]:
+def quantize_byte_input(
+    model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BITS
+) -> tuple[onnx.ModelProto, dict]:
     """INT8 copy of a byte-input model in which the raw input bytes feed an integer GEMM.
 
     A byte student's first layer reads ``Cast(uint8 → float)`` of its input (the per-band
@@ -314,12 +316,19 @@ def quantize_byte_input(model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BI
 
     cast = only_consumer(x.name)
     if cast.op_type != "Cast":
-        raise ExportError(f"the uint8 input feeds a {cast.op_type}, not a Cast to float; cannot find the first layer")
+        raise ExportError(
+            f"the uint8 input feeds a {cast.op_type}, not a Cast to float; cannot find the first layer"
+        )
     chain, cur = [], cast.output[0]
     while (n := only_consumer(cur)).op_type in _LAYOUT_OPS and n.input[0] == cur:
         chain.append(n)
         cur = n.output[0]
-    if n.op_type != "MatMul" or n.input[0] != cur or n.input[1] not in inits or len(inits[n.input[1]].dims) != 2:
+    if (
+        n.op_type != "MatMul"
+        or n.input[0] != cur
+        or n.input[1] not in inits
+        or len(inits[n.input[1]].dims) != 2
+    ):
         raise ExportError(
             f"the byte input reaches {n.op_type} {n.name!r} before a MatMul with a 2-D weight; nothing to quantize"
         )
@@ -337,9 +346,15 @@ def quantize_byte_input(model: onnx.ModelProto, bits: int = BYTE_INPUT_WEIGHT_BI
         chain[0].input[0] = x.name
         u8 = chain[-1].output[0] = f"{cur}_uint8"
     p = f"{w_name}_byte_input"
-    dq_x = helper.make_node("DequantizeLinear", [u8, f"{p}_x_scale", f"{p}_x_zero_point"], [cur], name=f"{p}_dq_x")
+    dq_x = helper.make_node(
+        "DequantizeLinear", [u8, f"{p}_x_scale", f"{p}_x_zero_point"], [cur], name=f"{p}_dq_x"
+    )
     dq_w = helper.make_node(
-        "DequantizeLinear", [f"{p}_wq", f"{p}_w_scale", f"{p}_w_zero_point"], [f"{p}_w"], name=f"{p}_dq_w", axis=1
+        "DequantizeLinear",
+        [f"{p}_wq", f"{p}_w_scale", f"{p}_w_zero_point"],
+        [f"{p}_w"],
+        name=f"{p}_dq_w",
+        axis=1,
     )
     matmul.input[1] = f"{p}_w"
     g.initializer.extend([

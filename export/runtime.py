@@ -73,7 +73,10 @@ def _note_unsealed(path: Path) -> None:
 
     if path.resolve() not in _UNSEALED_NOTED:
         _UNSEALED_NOTED.add(path.resolve())
-        print(f"note: {path.name} carries no blmkd seal; its weights and metadata are not verified", file=sys.stderr)
+        print(
+            f"note: {path.name} carries no blmkd seal; its weights and metadata are not verified",
+            file=sys.stderr,
+        )
 
 
 class Runner:
@@ -203,7 +206,10 @@ def ort_session(model, providers: list[str] | None = None, threads: int = 0, **o
         setattr(opts, k, v)
     src = str(model) if isinstance(model, (str, Path)) else model
     return ort.InferenceSession(
-        src, opts, providers=providers or ["CPUExecutionProvider"], disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS)
+        src,
+        opts,
+        providers=providers or ["CPUExecutionProvider"],
+        disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
     )
 
 
@@ -233,7 +239,9 @@ class OnnxRunner(Runner):
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
         try:
             # the verified bytes, not the path: what runs is what was checked
-            self.session = ort_session(data if not _has_external_data(model) else self.path, providers, threads)
+            self.session = ort_session(
+                data if not _has_external_data(model) else self.path, providers, threads
+            )
         except Exception as exc:  # ORT raises its own exception types
             raise ExportError(
                 f"{self.name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})"

@@ -174,7 +174,9 @@ def causal_depthwise_conv(u: Tensor, w: Tensor, bias: Tensor, in_bias: Tensor | 
     return y
 
 
-def _fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def _fold_bn(
+    weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d
+) -> tuple[Tensor, Tensor]:
     """Conv weight and bias with an eval-mode BatchNorm folded in (one pass over the activations less)."""
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
     shift = bn.bias - bn.running_mean * scale  # (C,)
@@ -252,7 +254,9 @@ class CrossDomainAttention(nn.Module):
         q = self.W_Q(f_spatial).view(heads).transpose(1, 2)  # (N, n_heads, L, d_head)
         # K and V read the same input: one GEMM with the two weights side by side.
         W_KV = torch.cat([self.W_K.weight, self.W_V.weight])  # (2·d_model, d_model)
-        k, v = F.linear(f_spectral, W_KV).view(N, L, 2, *heads[2:]).permute(2, 0, 3, 1, 4)  # (N, n_heads, L, d_head) each
+        k, v = (
+            F.linear(f_spectral, W_KV).view(N, L, 2, *heads[2:]).permute(2, 0, 3, 1, 4)
+        )  # (N, n_heads, L, d_head) each
         o = F.scaled_dot_product_attention(q, k, v)  # (N, n_heads, L, d_head)  softmax(qkᵀ/√d_head) v
         o = o.transpose(1, 2).reshape(N, L, d_model)  # (N, L, d_model)
         return self.norm(self.W_O(o))  # (N, L, d_model)
@@ -358,7 +362,9 @@ class FeatureIntegration(nn.Module):
         """z: block output as an image, z_proj: input projection, both ``(N, d_model, P, P)`` → same shape."""
         z = F.gelu(self.bn1(self.dw_conv(z)))  # (N, d_model, P, P)
         z = self.drop2d(F.gelu(self.bn2(self.pw_conv(z))))  # (N, d_model, P, P)
-        g = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(z.mean(dim=(2, 3), keepdim=True)))))  # (N, d_model, 1, 1)
+        g = torch.sigmoid(
+            self.se_fc2(F.relu(self.se_fc1(z.mean(dim=(2, 3), keepdim=True))))
+        )  # (N, d_model, 1, 1)
         return z * g + z_proj  # (N, d_model, P, P)
 
 
@@ -430,7 +436,9 @@ class SSAMambaConfig:
         if self.ssm_impl not in SSM_IMPLS:
             raise ModelError(f"ssm_impl must be one of {', '.join(SSM_IMPLS)}, not {self.ssm_impl!r}")
         if self.d_model % self.n_heads or self.d_model % 2:
-            raise ModelError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
+            raise ModelError(
+                f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})"
+            )
         if self.bands < 1 or self.num_classes < 2:
             raise ModelError(f"need bands >= 1 and num_classes >= 2, got {self.bands} and {self.num_classes}")
 
@@ -452,5 +460,10 @@ ssa_mamba = _preset("ssa_mamba", "SSA-Mamba, paper size (d_model 256, depth 4)")
 ssa_mamba_s = _preset("ssa_mamba_s", "SSA-Mamba small for CPU (d_model 128, depth 2)", d_model=128, depth=2)
 ssa_mamba_t = _preset("ssa_mamba_t", "SSA-Mamba tiny for CPU (d_model 64, depth 1)", d_model=64, depth=1)
 ssa_mamba_test = _preset(
-    "ssa_mamba_test", "SSA-Mamba for tests (d_model 16, d_state 4, 2 heads)", d_model=16, d_state=4, depth=1, n_heads=2
+    "ssa_mamba_test",
+    "SSA-Mamba for tests (d_model 16, d_state 4, 2 heads)",
+    d_model=16,
+    d_state=4,
+    depth=1,
+    n_heads=2,
 )

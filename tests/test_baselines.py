@@ -56,7 +56,11 @@ def test_every_baseline_writes_a_checked_onnx_file_and_json_only(trained):
         assert doc["check"]["passed"] and doc["check"]["agreement"] >= 0.995
         # The ONNX file in ONNX Runtime, on the deep model's own windows, gives the recorded accuracy.
         runner = OnnxRunner(r.onnx, threads=1)
-        assert runner.meta["family"] == "baseline" and runner.meta["patch_size"] == 7 and runner.input_kind == "float"
+        assert (
+            runner.meta["family"] == "baseline"
+            and runner.meta["patch_size"] == 7
+            and runner.input_kind == "float"
+        )
         assert runner.meta["split"]["digest"] == bundle.split.spec["digest"]
         pred = runner.run(windows).argmax(1)
         assert abs(float((pred == y).mean()) - r.test["oa"]) <= 0.001
@@ -79,8 +83,12 @@ def test_matmul_graphs_match_skl2onnx_and_scikit_learn():
     feats = window_features(x, 1)
     for name, clf in (("svm", SVC(C=10, gamma=0.2, break_ties=True)), ("knn", KNeighborsClassifier(5))):
         model = Pipeline([("scale", StandardScaler()), ("clf", clf)]).fit(feats, y)
-        ours = ort_session(to_onnx(name, model, 6, 3, 1, np.arange(4), 4).SerializeToString()).run(None, {"input": x})[0]
-        ref = ort_session(to_onnx(name, model, 6, 3, 1, np.arange(4), 4, converter="skl2onnx").SerializeToString())
+        ours = ort_session(to_onnx(name, model, 6, 3, 1, np.arange(4), 4).SerializeToString()).run(
+            None, {"input": x}
+        )[0]
+        ref = ort_session(
+            to_onnx(name, model, 6, 3, 1, np.arange(4), 4, converter="skl2onnx").SerializeToString()
+        )
         theirs = ref.run(["logits"], {"input": x})[0]
         want = model.decision_function(feats) if name == "svm" else model.predict_proba(feats)
         np.testing.assert_allclose(ours, want, atol=1e-4)
@@ -97,7 +105,9 @@ def test_classes_without_training_pixels_are_never_chosen():
     y = np.repeat([0, 2, 3], 30)  # class 1 of 4 has no training pixel
     x[np.arange(90), y] += 2.0
     model = Pipeline([("clf", RandomForestClassifier(10, random_state=0))]).fit(window_features(x, 1), y)
-    out = ort_session(to_onnx("rf", model, 4, 1, 1, model.classes_, 4).SerializeToString()).run(None, {"input": x})[0]
+    out = ort_session(to_onnx("rf", model, 4, 1, 1, model.classes_, 4).SerializeToString()).run(
+        None, {"input": x}
+    )[0]
     assert out.shape == (90, 4) and (out[:, 1] < -1e8).all()
     np.testing.assert_array_equal(out.argmax(1), model.predict(window_features(x, 1)))
 
@@ -129,12 +139,18 @@ def test_bench_times_a_baseline_beside_the_deep_model(deep_run, trained):
 
     _, _, res = trained
     svm = res[0]
-    out = run_bench([deep_run / "best.safetensors", svm.onnx], runs=5, batches=[1, 64], threads=1, log=lambda s: None)
+    out = run_bench(
+        [deep_run / "best.safetensors", svm.onnx], runs=5, batches=[1, 64], threads=1, log=lambda s: None
+    )
     deep_row, svm_row = out["rows"]
     assert svm_row["status"] == "ok", svm_row.get("reason")
     assert svm_row["family"] == "baseline" and svm_row["model"] == "svm"
     assert svm_row["oa"] == pytest.approx(svm.test["oa"], abs=0.001)
-    assert svm_row["parameters"] > 0 and svm_row["flops_per_px"] > 0 and svm_row["stats_from"] == "artifact metadata"
+    assert (
+        svm_row["parameters"] > 0
+        and svm_row["flops_per_px"] > 0
+        and svm_row["stats_from"] == "artifact metadata"
+    )
     assert not svm_row.get("other_split")  # the same split as the deep run
     assert len(out["baselines"]) == 1 and out["baselines"][0].startswith("Baseline svm · ONNX FP32 (OA ")
 
@@ -151,7 +167,11 @@ def test_baseline_lines_say_plainly_when_a_baseline_is_as_accurate_and_cheaper()
                      "cheaper per pixel than: blm_t · ONNX INT8 (OA 90.00%, 10.00 µs/px)."]  # fmt: skip
     far = row("knn · ONNX FP32", "baseline", 0.85, 200_000)
     (line,) = baseline_lines([teacher, student, far])
-    assert "is not both as accurate and cheaper" in line and "8.00 pp below" in line and "cheaper per pixel than 2 of the 2" in line
+    assert (
+        "is not both as accurate and cheaper" in line
+        and "8.00 pp below" in line
+        and "cheaper per pixel than 2 of the 2" in line
+    )
     slow = row("rf · ONNX FP32", "baseline", 0.91, 50_000)  # as accurate as the student but slower
     (line,) = baseline_lines([student, slow])
     assert "not cheaper per pixel than any" in line
@@ -165,7 +185,10 @@ def test_cli_baseline_from_a_seeds_folder_runs_one_per_seed(ip_crop_path, tmp_pa
     main(["baseline", "--from-run", str(deep), "-m", "knn", "--out", str(out)])
     for s in (0, 1):
         doc = json.loads((out / "knn" / f"seed_{s}" / "best.json").read_text())
-        assert doc["split"]["digest"] == json.loads((deep / f"seed_{s}" / "best.json").read_text())["split"]["digest"]
+        assert (
+            doc["split"]["digest"]
+            == json.loads((deep / f"seed_{s}" / "best.json").read_text())["split"]["digest"]
+        )
     summ = json.loads((out / "knn" / "summary.json").read_text())
     assert [r["seed"] for r in summ["runs"]] == [0, 1] and len(summ["oa"]["values"]) == 2
     main(["compare", str(deep), str(out / "knn"), "--json", str(tmp_path / "cmp.json")])

@@ -51,7 +51,9 @@ def _third_party_imports() -> list[tuple[str, str, int, bool, bool]]:
             while p is not None:
                 if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     module_level = False
-                if isinstance(p, ast.Try) and any(_catches_import_error(h) and not _raises(h) for h in p.handlers):
+                if isinstance(p, ast.Try) and any(
+                    _catches_import_error(h) and not _raises(h) for h in p.handlers
+                ):
                     fallback = True
                 p = parent.get(p)
             for name in names:
@@ -96,7 +98,9 @@ def _distributions(module: str) -> set[str]:
 
 def test_the_walk_sees_the_whole_package_and_its_imports():
     mods = _modules()
-    assert {"blmkd.cli", "blmkd.teachers.ssa_mamba", "blmkd.export.onnx_export", "blmkd.bench.memory"} <= set(mods)
+    assert {"blmkd.cli", "blmkd.teachers.ssa_mamba", "blmkd.export.onnx_export", "blmkd.bench.memory"} <= set(
+        mods
+    )
     found = {(top, Path(f).name) for top, f, *_ in _third_party_imports()}
     # a module-level import, an import inside a function, one behind a fallback: all seen
     assert {("numpy", "compare.py"), ("onnxslim", "onnx_export.py"), ("psutil", "memory.py")} <= found
@@ -118,7 +122,9 @@ def test_every_import_is_a_dependency_an_extra_behind_an_error_or_optional():
             if module_level:
                 problems.append(f"{where} at module level, but it comes with the extra [{extra}]")
             elif top not in EXTRA_MODULES.get(extra, ()):
-                problems.append(f"{where} from the extra [{extra}], whose missing-module error is not tested here")
+                problems.append(
+                    f"{where} from the extra [{extra}], whose missing-module error is not tested here"
+                )
         elif not fallback:
             problems.append(f"{where}, which is no runtime dependency (extras: {sorted(extras)})")
     assert not problems, "\n".join(problems)
@@ -168,7 +174,9 @@ def test_missing_trt_extra_is_a_one_line_install_hint(monkeypatch, tmp_path):
 def test_every_module_imports_without_extras_or_dev_tools():
     """A bare install: the extras, the optional packages and the dev tools are made unimportable."""
     _, extras = _requirements()
-    blocked = sorted({m for mods in EXTRA_MODULES.values() for m in mods} | {"psutil", "pytest", "hypothesis", "build"})
+    blocked = sorted(
+        {m for mods in EXTRA_MODULES.values() for m in mods} | {"psutil", "pytest", "hypothesis", "build"}
+    )
     assert canonicalize_name("pytest") in extras["dev"]
     code = (
         "import sys, importlib\n"

@@ -42,7 +42,9 @@ runner = CliRunner(env={"COLUMNS": "200"})
 
 
 def test_models_command_lists_the_presets():
-    result = runner.invoke(app, ["models", "--bands", "12", "--classes", "4", "--patch", "5", "--family", "teacher"])
+    result = runner.invoke(
+        app, ["models", "--bands", "12", "--classes", "4", "--patch", "5", "--family", "teacher"]
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     out = result.output
     assert "ssa_mamba_test" in out and "ssa_mamba" in out and "12 bands" in out and "5×5" in out
@@ -74,7 +76,10 @@ def test_models_table_is_not_cut_when_stdout_is_a_pipe():
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     out = subprocess.run(
         [sys.executable, "-m", "blmkd", "models", "--family", "student"],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert "…" not in out
     row = next(line for line in out.splitlines() if "blm_b" in line)

@@ -32,13 +32,19 @@ def _blmkd(args, log_path, kill=None, run=None):
     Returns (killed, exit code, output)."""
     with open(log_path, "w") as log:
         before = _mtime(run / "last.safetensors") if run else None
-        proc = subprocess.Popen([sys.executable, "-m", "blmkd", *args], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "blmkd", *args], stdout=log, stderr=subprocess.STDOUT, env=ENV
+        )
         t0 = time.monotonic() if kill and kill[0] == "start" else None
         killed = False
         while proc.poll() is None and kill is not None:
             if t0 is None and kill[0] == "lock" and _lock_pid(run) == proc.pid:
                 t0 = time.monotonic()
-            if t0 is None and kill[0] == "checkpoint" and _mtime(run / "last.safetensors") not in (None, before):
+            if (
+                t0 is None
+                and kill[0] == "checkpoint"
+                and _mtime(run / "last.safetensors") not in (None, before)
+            ):
                 t0 = time.monotonic()
             if t0 is not None and time.monotonic() - t0 >= kill[1]:
                 proc.send_signal(signal.SIGKILL)
@@ -79,7 +85,9 @@ def _check_run(out) -> int | None:
     if (out / "metrics.jsonl").exists():
         epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert epochs == list(range(1, len(epochs) + 1))
-        assert last is None or len(epochs) >= last, f"rows {epochs}, last.safetensors at epoch {last}: a row was lost"
+        assert last is None or len(epochs) >= last, (
+            f"rows {epochs}, last.safetensors at epoch {last}: a row was lost"
+        )
     else:
         assert last is None, "a checkpointed epoch without its metrics row"
     return last
@@ -97,7 +105,13 @@ def _kill_and_resume(args, out, epochs, seed, tmp_path):
         last = _check_run(out)
         extra = ["--resume"] if last is not None else (["--force"] if existing_run(out) else [])
         early = rng.random() < 1 / 3
-        kill = None if i == KILLS else ("lock", rng.uniform(0, 1.5)) if early else ("checkpoint", rng.uniform(0, 0.4))
+        kill = (
+            None
+            if i == KILLS
+            else ("lock", rng.uniform(0, 1.5))
+            if early
+            else ("checkpoint", rng.uniform(0, 0.4))
+        )
         killed, rc, text = _blmkd([*args, *extra], tmp_path / f"log{i}.txt", kill, run=out)
         kills += killed
         if not killed:
@@ -111,7 +125,9 @@ def _kill_and_resume(args, out, epochs, seed, tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == epochs
     assert "test" in load_checkpoint(out).meta["metrics"]
     for stem in ("best", "last"):
-        assert json.loads((out / f"{stem}.json").read_text()) == checkpoint_header(out / f"{stem}.safetensors")
+        assert json.loads((out / f"{stem}.json").read_text()) == checkpoint_header(
+            out / f"{stem}.safetensors"
+        )
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     return kills, resumed_from
 
@@ -125,15 +141,27 @@ def teacher_run(ip_crop_path, tmp_path_factory):
 
 
 @pytest.mark.parametrize("command, epochs", [("train-teacher", 12), ("train-student", 24), ("distill", 24)])
-def test_killed_training_leaves_verified_artifacts_and_resumes(command, epochs, ip_crop_path, teacher_run, tmp_path):
+def test_killed_training_leaves_verified_artifacts_and_resumes(
+    command, epochs, ip_crop_path, teacher_run, tmp_path
+):
     out = tmp_path / "run"
     common = ["--epochs", str(epochs), "--batch", "128", "--no-progress", "--out", str(out)]
     args = {
         "train-teacher": ["train-teacher", "--model", "ssa_mamba_test", "--dataset", str(ip_crop_path)],
         "train-student": ["train-student", "--student", "blm_test", "--dataset", str(ip_crop_path)],
-        "distill": ["distill", "--teacher", str(teacher_run), "--student", "blm_test", "--warmup-epochs", "2"],
+        "distill": [
+            "distill",
+            "--teacher",
+            str(teacher_run),
+            "--student",
+            "blm_test",
+            "--warmup-epochs",
+            "2",
+        ],
     }[command]
-    _, resumed_from = _kill_and_resume([*args, *common], out, epochs, seed=25 + len(command), tmp_path=tmp_path)
+    _, resumed_from = _kill_and_resume(
+        [*args, *common], out, epochs, seed=25 + len(command), tmp_path=tmp_path
+    )
     assert resumed_from, "no start resumed a killed run"
 
 
@@ -155,7 +183,9 @@ def test_killed_export_leaves_only_verified_files(teacher_run, tmp_path):
         assert killed or rc == 0, text
         for p in out.iterdir() if out.exists() else []:
             if not p.name.startswith("."):  # every visible file is the whole, checked export
-                assert p.read_bytes() == reference[p.name], f"{p.name} differs from a clean export after a kill"
+                assert p.read_bytes() == reference[p.name], (
+                    f"{p.name} differs from a clean export after a kill"
+                )
     assert kills == KILLS + 1
     _, rc, text = _blmkd([*args, "--out", str(out), "--force"], tmp_path / "final.txt")
     assert rc == 0, text

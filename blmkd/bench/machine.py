@@ -75,9 +75,9 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
     if not have:
         note = "CPU features unknown (no /proc/cpuinfo flags)"
     else:
-        note = ("int8 dot products" if int8 else "no int8 dot products: INT8 is rarely faster than FP32 here") + (
-            ", BF16 dot products" if bf16 else ""
-        )
+        note = (
+            "int8 dot products" if int8 else "no int8 dot products: INT8 is rarely faster than FP32 here"
+        ) + (", BF16 dot products" if bf16 else "")
     return {"flags": flags, "int8_dot": int8, "bf16_dot": bf16, "note": note}
 
 

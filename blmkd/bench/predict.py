@@ -152,7 +152,9 @@ class SceneClassifier:
         # ONNX Runtime is fastest on small batches here (the (N, H, L, L) SSM decay matrices of
         # 64 windows stay in L2); so is the C kernel's window path (the gathered windows stay in
         # cache); PyTorch pays ~0.3 ms per call and chunks big batches itself.
-        small = self.mode in ("encode-ort", "encode-c") or getattr(self.runner, "backend", "") == "onnxruntime"
+        small = (
+            self.mode in ("encode-ort", "encode-c") or getattr(self.runner, "backend", "") == "onnxruntime"
+        )
         if not str(getattr(self.runner, "device", "cpu")).startswith("cpu"):
             return GPU_BATCH  # a GPU wants big launches: one call per 16,384 windows
         return 64 if small else 256
@@ -183,7 +185,9 @@ class SceneClassifier:
             )
         can_encode_c = hasattr(runner, "pixel_features") and hasattr(runner, "run_tokens")  # a C export
         if mode == "encode-c" and not can_encode_c:
-            raise BlmkdError(f"{runner.name}: --mode encode-c needs a C export of a student (blmkd export --c)")
+            raise BlmkdError(
+                f"{runner.name}: --mode encode-c needs a C export of a student (blmkd export --c)"
+            )
         on_cpu = str(getattr(runner, "device", "cpu")).startswith("cpu")
         if mode == "encode-ort" and not on_cpu:
             raise BlmkdError("--mode encode-ort runs on the CPU; use --mode encode on CUDA")
@@ -192,7 +196,13 @@ class SceneClassifier:
         names = [str(c["name"]) for c in classes] or [f"class {i}" for i in ids]
         requested = mode
         if mode == "auto":
-            mode = "encode-c" if can_encode_c else ("encode-ort" if on_cpu else "encode") if can_encode else "patch"
+            mode = (
+                "encode-c"
+                if can_encode_c
+                else ("encode-ort" if on_cpu else "encode")
+                if can_encode
+                else "patch"
+            )
         clf = cls(
             runner, mode, patch, Preprocessing.from_dict(meta["preprocessing"]), runner.input_kind, ids, names
         )
@@ -283,7 +293,9 @@ class SceneClassifier:
         step = max(1, _ENCODE_CHUNK_BYTES // (wp * 2 * model.pixel_feature_dim * 4))
         with torch.inference_mode():
             for r0 in range(0, hp, step):
-                for out, f in zip(outs, model.pixel_features(lat[r0 : r0 + step])):  # (rows, wp, d_inner) each
+                for out, f in zip(
+                    outs, model.pixel_features(lat[r0 : r0 + step])
+                ):  # (rows, wp, d_inner) each
                     out[r0 * wp : (r0 + f.shape[0]) * wp] = f.reshape(-1, f.shape[-1]).numpy()
         return outs
 
@@ -292,7 +304,9 @@ class SceneClassifier:
         if self.mode == "encode-c":  # no torch on this path
             hp, wp, bands = x.shape
             feats = self.runner.pixel_features(x.reshape(hp * wp, bands))  # (hp·wp, ·) × 3
-            return self._classify_tokens(feats, self.runner.scan_order, wp, rows, cols, batch, self.runner.run_tokens)
+            return self._classify_tokens(
+                feats, self.runner.scan_order, wp, rows, cols, batch, self.runner.run_tokens
+            )
         import torch
 
         lat = self.encode_tile(x)  # (hp, wp, d)
@@ -316,7 +330,9 @@ class SceneClassifier:
                 finally:
                     free.put(sess)
 
-            return self._classify_tokens(feats, self.runner.model.scan_order(p), wp, rows, cols, batch, tokens)
+            return self._classify_tokens(
+                feats, self.runner.model.scan_order(p), wp, rows, cols, batch, tokens
+            )
         # On the CPU numpy gathers the channels-last windows ~8x faster than torch indexing.
         lat_np = lat.numpy()
         s = lat_np.strides
@@ -325,7 +341,9 @@ class SceneClassifier:
         def run(i: int) -> np.ndarray:
             hb = win[rows[i : i + batch], cols[i : i + batch]]  # (n, P, P, d) contiguous copy
             with torch.inference_mode():
-                return self.runner.model.forward_latent(torch.from_numpy(hb).permute(0, 3, 1, 2)).float().numpy()
+                return (
+                    self.runner.model.forward_latent(torch.from_numpy(hb).permute(0, 3, 1, 2)).float().numpy()
+                )
 
         return self._over_batches(run, len(rows), batch)
 
@@ -380,7 +398,9 @@ def window_logits_torch(model, lat, rows, cols, patch: int, batch: int = GPU_BAT
     order = torch.tensor(model.scan_order(patch), device=dev)  # (L,) raster indices in scan order
     offsets = (order // patch) * wp + order % patch  # (L,) flat offsets of a window's tokens
     r, c = (
-        a.to(dev, torch.int64) if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, np.int64)).to(dev)
+        a.to(dev, torch.int64)
+        if isinstance(a, torch.Tensor)
+        else torch.from_numpy(np.asarray(a, np.int64)).to(dev)
         for a in (rows, cols)
     )
     starts = r * wp + c  # (N,) flat index of each window's top-left token
@@ -419,7 +439,9 @@ def map_bytes_torch(model, cube, patch: int, *, tile: int = 256, batch: int = 65
             ridx = torch.from_numpy(reflect_index(r0 - r, r1 + r, h)).to(dev)  # (rows + 2r,)
             x = cube.index_select(0, ridx).index_select(1, cidx)  # (rows + 2r, W + 2r, bands) uint8
             hp, wp, bands = x.shape
-            lat = model.encoder.tokens(x.permute(2, 0, 1)[None], model.in_scale, model.in_offset)  # (1, hp·wp, d)
+            lat = model.encoder.tokens(
+                x.permute(2, 0, 1)[None], model.in_scale, model.in_offset
+            )  # (1, hp·wp, d)
             lat = lat.reshape(hp, wp, -1)  # (hp, wp, d_model)
             rr = torch.arange(r1 - r0, device=dev).repeat_interleave(w)  # (rows·W,)
             cc = torch.arange(w, device=dev).repeat(r1 - r0)  # (rows·W,)

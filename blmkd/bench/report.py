@@ -284,8 +284,12 @@ def baseline_lines(rows: list[dict]) -> list[str]:
             continue
         beats = [d for d in deep if b["oa"] >= d["oa"] - AS_ACCURATE_PP / 100 and us_b < 1e6 / d["best_px_s"]]
         if beats:
-            what = "; ".join(f"{_short(d)} (OA {100 * d['oa']:.2f}%, {1e6 / d['best_px_s']:.2f} µs/px)" for d in beats)
-            lines.append(f"{head} is as accurate (within {AS_ACCURATE_PP:g} pp OA, or better) and cheaper per pixel than: {what}.")
+            what = "; ".join(
+                f"{_short(d)} (OA {100 * d['oa']:.2f}%, {1e6 / d['best_px_s']:.2f} µs/px)" for d in beats
+            )
+            lines.append(
+                f"{head} is as accurate (within {AS_ACCURATE_PP:g} pp OA, or better) and cheaper per pixel than: {what}."
+            )
             continue
         top = max(deep, key=lambda d: d["oa"])
         gap = 100 * (top["oa"] - b["oa"])
@@ -316,7 +320,11 @@ def _summary_lines(result: dict) -> list[str]:
     )
     return [
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch threads {m['torch_threads']}, load average {_f(m.get('load_avg_1min'), '.2f')}"
-        + (f"; {', '.join(isa['flags']) or 'no listed vector features'} ({isa['note']})" if (isa := m.get("cpu_isa")) else "")
+        + (
+            f"; {', '.join(isa['flags']) or 'no listed vector features'} ({isa['note']})"
+            if (isa := m.get("cpu_isa"))
+            else ""
+        )
         + (f", GPU {m['cuda']}" if m.get("cuda") else "")
         + (f", {m['jetson']}" if m.get("jetson") else ""),
         f"Measured matmul peak: {peak}",
@@ -414,7 +422,11 @@ def write_report(result: dict, extras: list[dict], out_dir: Path, bundle) -> dic
     for title, (head, rows_) in tables:
         body += [f"<h2>{html.escape(title)}</h2>", _html_table(head, rows_)]
     if result.get("baselines"):
-        body += ["<h2>Classical baselines</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in result["baselines"]] + ["</ul>"]
+        body += (
+            ["<h2>Classical baselines</h2><ul>"]
+            + [f"<li>{html.escape(n)}</li>" for n in result["baselines"]]
+            + ["</ul>"]
+        )
     body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     for key, p in plots.items():
         b64 = base64.b64encode(p.read_bytes()).decode("ascii")

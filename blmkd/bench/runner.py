@@ -121,9 +121,15 @@ def cpu_bf16_status() -> tuple[bool, str]:
     import torch
 
     cpu = torch.cpu
-    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+    if (
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    ):
         return True, ""
-    return False, "this CPU has no BF16 dot products (AVX512-BF16 or AMX); BF16 would be emulated, slower than FP32"
+    return (
+        False,
+        "this CPU has no BF16 dot products (AVX512-BF16 or AMX); BF16 would be emulated, slower than FP32",
+    )
 
 
 def _bf16_ok() -> bool:
@@ -395,7 +401,9 @@ def bench_one(job: Job, ctx: _Ctx) -> tuple[dict, dict]:
             _check_fits(runner, ctx.bundle)
             own = (runner.meta.get("split") or {}).get("digest")
             if own and own != ctx.bundle.split.spec.get("digest"):
-                row["other_split"] = own  # trained on other pixels: some test pixels may be its training pixels
+                row["other_split"] = (
+                    own  # trained on other pixels: some test pixels may be its training pixels
+                )
             fmt = format_label(runner, job)
             model = runner.meta.get("model", "?")
             row.update(format=fmt, name=f"{model} · {fmt}", model=model, precision=runner.meta.get("precision", "fp32"),
@@ -445,7 +453,12 @@ def _time(runner, ex, job: Job, ctx: _Ctx, row: dict) -> None:
     sync = _sync_for(job)
     x1 = _inputs(ex, ctx, 1)
     s = time_samples(
-        lambda: runner.run(x1), warmup=10, runs=ctx.runs, max_seconds=10.0, sync=sync, min_seconds=LATENCY_MIN_SECONDS
+        lambda: runner.run(x1),
+        warmup=10,
+        runs=ctx.runs,
+        max_seconds=10.0,
+        sync=sync,
+        min_seconds=LATENCY_MIN_SECONDS,
     )
     row["latency"] = percentiles(s).to_dict()
     row["latency_samples_ms"] = [float(v) for v in (s[:_MAX_SAMPLES_KEPT] * 1e3)]
@@ -721,7 +734,9 @@ def _unique_names(rows: list[dict]) -> None:
     for r in rows:
         if seen[r["name"]] > 1:
             p = Path(r["path"])
-            r["name"] = f"{r['name']} ({p.parent.name}/{p.name})" if p.parent.name else f"{r['name']} ({p.name})"
+            r["name"] = (
+                f"{r['name']} ({p.parent.name}/{p.name})" if p.parent.name else f"{r['name']} ({p.name})"
+            )
     counts: dict[str, int] = {}
     for r in rows:  # the same file twice (or two run folders of one name): number them
         counts[r["name"]] = counts.get(r["name"], 0) + 1

@@ -202,7 +202,9 @@ def get_sensor(spec: str) -> Sensor:
     if key in SENSORS:
         return SENSORS[key]
     if "=" not in key:
-        raise BlmkdError(f"unknown sensor {spec!r}; presets: {', '.join(SENSORS)}; or write swath=PX,rate=LINES_PER_S")
+        raise BlmkdError(
+            f"unknown sensor {spec!r}; presets: {', '.join(SENSORS)}; or write swath=PX,rate=LINES_PER_S"
+        )
     vals: dict[str, float] = {}
     for part in key.split(","):
         k, _, v = part.partition("=")
@@ -228,7 +230,8 @@ def with_sensor(profile: TargetProfile, sensor: Sensor) -> TargetProfile:
         profile,
         name=f"{profile.name}+{sensor.name}",
         min_throughput_px_s=sensor.pixel_rate,
-        notes=(profile.notes + "; " if profile.notes else "") + f"throughput from the sensor: {sensor.text()}",
+        notes=(profile.notes + "; " if profile.notes else "")
+        + f"throughput from the sensor: {sensor.text()}",
     )
 
 

@@ -89,7 +89,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """blmkd command line."""
 
@@ -168,7 +170,9 @@ def numeric_options(group: typer.Typer):
             pinfo = next((m for m in extra if isinstance(m, (OptionInfo, ArgumentInfo))), None)
             if pinfo is None or kinds[0] not in (int, float):
                 continue
-            decl = pinfo.default if isinstance(pinfo.default, str) and pinfo.default.startswith("--") else None
+            decl = (
+                pinfo.default if isinstance(pinfo.default, str) and pinfo.default.startswith("--") else None
+            )
             yield info.name or cb.__name__, decl or "--" + name.replace("_", "-"), pinfo, kinds[0]
     for sub in group.registered_groups:
         yield from numeric_options(sub.typer_instance)

@@ -13,11 +13,36 @@ from blmkd.errors import BlmkdError
 
 
 def baseline(
-    from_run: Annotated[Path | None, typer.Option("--from-run", help="A deep run (checkpoint, run directory, or a --seeds folder with seed_<s>/ runs): train on its split and preprocessing, seed by seed.")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="svm (RBF, C/γ by cross-validation), rf (random forest) or knn (k by cross-validation); repeat it. Default: all three.")] = None,
-    window: Annotated[int, typer.Option("--window", help="Mean each pixel's spectrum over a W×W window around it (odd, at most the split's patch size); 1 = the pixel's own spectrum.")] = 1,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-run",
+            help="A deep run (checkpoint, run directory, or a --seeds folder with seed_<s>/ runs): train on its split and preprocessing, seed by seed.",
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="svm (RBF, C/γ by cross-validation), rf (random forest) or knn (k by cross-validation); repeat it. Default: all three.",
+        ),
+    ] = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window",
+            help="Mean each pixel's spectrum over a W×W window around it (odd, at most the split's patch size); 1 = the pixel's own spectrum.",
+        ),
+    ] = 1,
     trees: Annotated[int, typer.Option("--trees", help="Random forest size.")] = 200,
-    cv_folds: Annotated[int, typer.Option("--cv-folds", help="Folds of the stratified cross-validation on the training pixels (SVM and k-NN grids).")] = 3,
+    cv_folds: Annotated[
+        int,
+        typer.Option(
+            "--cv-folds",
+            help="Folds of the stratified cross-validation on the training pixels (SVM and k-NN grids).",
+        ),
+    ] = 3,
     jobs: Annotated[int, typer.Option("--jobs", help="scikit-learn workers (grid search, forest).")] = 1,
     dataset: C.Dataset = "indian_pines",
     gt: C.GT = None,
@@ -34,7 +59,14 @@ def baseline(
     allow_small: C.AllowSmall = False,
     train_map: C.TrainMap = None,
     test_map: C.TestMap = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the baseline runs: OUT/<model>/ (OUT/<model>/seed_<s>/ with several seeds).")] = Path("runs/baselines"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder of the baseline runs: OUT/<model>/ (OUT/<model>/seed_<s>/ with several seeds).",
+        ),
+    ] = Path("runs/baselines"),
 ) -> None:
     """Classical baselines on the split of a deep run: same pixels, same metrics, an ONNX file each.
 
@@ -48,7 +80,9 @@ def baseline(
     from blmkd.baselines import MODELS, BaselineConfig, train_baselines
     from blmkd.train import write_summary
 
-    cfg = BaselineConfig(models=tuple(model or MODELS), window=window, trees=trees, cv_folds=cv_folds, jobs=jobs)
+    cfg = BaselineConfig(
+        models=tuple(model or MODELS), window=window, trees=trees, cv_folds=cv_folds, jobs=jobs
+    )
     jobs_ = _bundles(from_run, seeds, dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill,
                      strategy=strategy, train=train, val=val, seed=seed, patch=patch, buffer=buffer, allow_small=allow_small,
                      train_map=train_map, test_map=test_map))  # fmt: skip
@@ -83,11 +117,16 @@ def _bundles(from_run: Path | None, seeds: str | None, data_kw: dict) -> list[tu
 
     seed_list = C.parse_seeds(seeds)
     if from_run is None:
-        return [(s, prepare_data(C.data_options(**{**data_kw, "seed": s})), None) for s in (seed_list or [data_kw["seed"]])]
+        return [
+            (s, prepare_data(C.data_options(**{**data_kw, "seed": s})), None)
+            for s in (seed_list or [data_kw["seed"]])
+        ]
     if not from_run.exists():
         raise BlmkdError(f"run not found: {from_run}")
     if from_run.is_dir() and not (from_run / "best.safetensors").exists():
-        dirs = sorted(from_run.glob("seed_*/best.safetensors"), key=lambda p: int(p.parent.name.split("_")[1]))
+        dirs = sorted(
+            from_run.glob("seed_*/best.safetensors"), key=lambda p: int(p.parent.name.split("_")[1])
+        )
         if not dirs:
             raise BlmkdError(f"{from_run} holds neither best.safetensors nor seed_<s>/ runs")
         cks = [load_checkpoint(p) for p in dirs]
@@ -97,7 +136,9 @@ def _bundles(from_run: Path | None, seeds: str | None, data_kw: dict) -> list[tu
     for ck in cks:
         bundle = bundle_from_checkpoint(ck)
         if ck.meta.get("split", {}).get("digest") != bundle.split.spec["digest"]:
-            raise BlmkdError(f"the split rebuilt for {ck.path} differs from the one it recorded: its data changed")
+            raise BlmkdError(
+                f"the split rebuilt for {ck.path} differs from the one it recorded: its data changed"
+            )
         if seed_list is None or bundle.options.seed in seed_list:
             out.append((bundle.options.seed, bundle, str(ck.path)))
     if not out:

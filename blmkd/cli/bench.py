@@ -33,7 +33,10 @@ def _ints(text: str, what: str) -> list[int]:
 
 def bench(
     models: Annotated[
-        list[Path], typer.Argument(help="Checkpoints (or run directories), ONNX files (also `blmkd baseline` ones), TensorRT engines, C exports (.c).")
+        list[Path],
+        typer.Argument(
+            help="Checkpoints (or run directories), ONNX files (also `blmkd baseline` ones), TensorRT engines, C exports (.c)."
+        ),
     ],
     dataset: Annotated[
         str | None,
@@ -49,7 +52,8 @@ def bench(
     targets_file: Annotated[
         Path | None,
         typer.Option(
-            "--targets-file", help="TOML file overriding or adding target profiles (one table per target, named targets.NAME)."
+            "--targets-file",
+            help="TOML file overriding or adding target profiles (one table per target, named targets.NAME).",
         ),
     ] = None,
     sensor: Annotated[
@@ -69,7 +73,8 @@ def bench(
     runs: Annotated[
         int,
         typer.Option(
-            "--runs", help="Timed batch-1 calls after warm-up, at least (timing goes on for 0.5 s; a tenth of the calls at the larger batches)."
+            "--runs",
+            help="Timed batch-1 calls after warm-up, at least (timing goes on for 0.5 s; a tenth of the calls at the larger batches).",
         ),
     ] = 100,
     threads: Threads = None,
@@ -126,7 +131,9 @@ def bench(
     if res.get("report"):
         C.console.print(f"report: {res['report']['html']}")
     if not any(r["status"] == "ok" for r in res["rows"]):
-        raise BlmkdError(f"no artifact could be benchmarked: {len(res['rows'])} failed or were skipped (reasons above)")
+        raise BlmkdError(
+            f"no artifact could be benchmarked: {len(res['rows'])} failed or were skipped (reasons above)"
+        )
 
 
 def _table(res: dict):
@@ -147,7 +154,8 @@ def _table(res: dict):
 
 def predict(
     model: Annotated[
-        Path, typer.Argument(help="Checkpoint (or run directory), ONNX file, TensorRT engine or C export (.c).")
+        Path,
+        typer.Argument(help="Checkpoint (or run directory), ONNX file, TensorRT engine or C export (.c)."),
     ],
     scene: Annotated[
         str, typer.Option("--scene", help="Registry name or cube file (a .npy is memory-mapped).")

@@ -33,24 +33,73 @@ console = _console()
 DEFAULT_STUDENT = "blm_t"
 
 # Dataset and split options: the same names as `blmkd split` wherever data is read.
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `blmkd datasets`) or path to a cube file.")]
-GT = Annotated[Path | None, typer.Option("--gt", help="Ground-truth file, when it is not inside the cube file.")]
-CubeKey = Annotated[str | None, typer.Option("--cube-key", help="Variable holding the cube in a .mat/.npz/.h5 (default: found automatically).")]
-GTKey = Annotated[str | None, typer.Option("--gt-key", help="Variable holding the ground truth (default: found automatically).")]
-ClassNames = Annotated[Path | None, typer.Option("--class-names", help="Text file naming the classes of a scene read by path: one name per line in the order of the ground-truth ids, or `ID: NAME` lines.")]
+Dataset = Annotated[
+    str, typer.Option("--dataset", "-d", help="Registry name (see `blmkd datasets`) or path to a cube file.")
+]
+GT = Annotated[
+    Path | None, typer.Option("--gt", help="Ground-truth file, when it is not inside the cube file.")
+]
+CubeKey = Annotated[
+    str | None,
+    typer.Option(
+        "--cube-key", help="Variable holding the cube in a .mat/.npz/.h5 (default: found automatically)."
+    ),
+]
+GTKey = Annotated[
+    str | None,
+    typer.Option("--gt-key", help="Variable holding the ground truth (default: found automatically)."),
+]
+ClassNames = Annotated[
+    Path | None,
+    typer.Option(
+        "--class-names",
+        help="Text file naming the classes of a scene read by path: one name per line in the order of the ground-truth ids, or `ID: NAME` lines.",
+    ),
+]
 Fill = Annotated[float | None, typer.Option("--fill", help="Replace NaN/Inf cube values with this number.")]
 Strategy = Annotated[str, typer.Option("--strategy", help="Split: ratio | per-class | disjoint | fixed.")]
-TrainAmount = Annotated[float, typer.Option("--train", help="Training pixels: a fraction per class (ratio, disjoint) or a count per class (per-class).")]
-Val = Annotated[float, typer.Option("--val", help="Validation pixels: fraction of each class's non-training pixels.")]
+TrainAmount = Annotated[
+    float,
+    typer.Option(
+        "--train",
+        help="Training pixels: a fraction per class (ratio, disjoint) or a count per class (per-class).",
+    ),
+]
+Val = Annotated[
+    float, typer.Option("--val", help="Validation pixels: fraction of each class's non-training pixels.")
+]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the split and of the model initialisation.")]
 Patch = Annotated[int, typer.Option("--patch", help="Odd patch (window) size P; the model sees P×P pixels.")]
-Buffer = Annotated[int | None, typer.Option("--buffer", help="Disjoint split: pixels between train and test (default: P // 2).")]
-AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Give a class too small for the split one training pixel instead of failing.")]
-TrainMap = Annotated[Path | None, typer.Option("--train-map", help="Fixed split: map of training pixels (ground-truth ids, 0 = not used).")]
+Buffer = Annotated[
+    int | None,
+    typer.Option("--buffer", help="Disjoint split: pixels between train and test (default: P // 2)."),
+]
+AllowSmall = Annotated[
+    bool,
+    typer.Option(
+        "--allow-small", help="Give a class too small for the split one training pixel instead of failing."
+    ),
+]
+TrainMap = Annotated[
+    Path | None,
+    typer.Option("--train-map", help="Fixed split: map of training pixels (ground-truth ids, 0 = not used)."),
+]
 TestMap = Annotated[Path | None, typer.Option("--test-map", help="Fixed split: map of test pixels.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-TrainDevice = Annotated[str, typer.Option("--device", help="Where to train: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N. Under torchrun each rank uses its own GPU.")]
-Amp = Annotated[str, typer.Option("--amp", help="Mixed precision of the training steps: off (FP32) or bf16 (bfloat16 autocast; CUDA GPUs and CPUs with BF16 units).")]
+TrainDevice = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to train: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N. Under torchrun each rank uses its own GPU.",
+    ),
+]
+Amp = Annotated[
+    str,
+    typer.Option(
+        "--amp",
+        help="Mixed precision of the training steps: off (FP32) or bf16 (bfloat16 autocast; CUDA GPUs and CPUs with BF16 units).",
+    ),
+]
 
 
 def data_options(**kw):

@@ -14,13 +14,38 @@ _NAMES = {"oa": "OA", "aa": "AA", "kappa": "κ"}
 
 
 def compare(
-    a: Annotated[Path, typer.Argument(help="Runs A: a run directory, or a folder of runs (e.g. the seed_<s>/ runs of --seeds).")],
-    b: Annotated[Path, typer.Argument(help="Runs B, the baseline (e.g. `blmkd train-student` runs for a distillation A).")],
-    metric: Annotated[str, typer.Option("--metric", help="Metric the verdict is about: oa | aa | kappa.")] = "oa",
-    a_file: Annotated[str | None, typer.Option("--a-file", help="Read A's test metrics from this `blmkd evaluate --json` file in each run directory (e.g. tta.json) instead of best.json.")] = None,
+    a: Annotated[
+        Path,
+        typer.Argument(
+            help="Runs A: a run directory, or a folder of runs (e.g. the seed_<s>/ runs of --seeds)."
+        ),
+    ],
+    b: Annotated[
+        Path,
+        typer.Argument(help="Runs B, the baseline (e.g. `blmkd train-student` runs for a distillation A)."),
+    ],
+    metric: Annotated[
+        str, typer.Option("--metric", help="Metric the verdict is about: oa | aa | kappa.")
+    ] = "oa",
+    a_file: Annotated[
+        str | None,
+        typer.Option(
+            "--a-file",
+            help="Read A's test metrics from this `blmkd evaluate --json` file in each run directory (e.g. tta.json) instead of best.json.",
+        ),
+    ] = None,
     b_file: Annotated[str | None, typer.Option("--b-file", help="The same for B.")] = None,
-    per_class: Annotated[bool, typer.Option("--per-class", help="Also print each class's mean test accuracy in A and B, the difference and on how many pairs A was higher (where the runs recorded per-class results).")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the pairs and statistics (per class too) as JSON here.")] = None,
+    per_class: Annotated[
+        bool,
+        typer.Option(
+            "--per-class",
+            help="Also print each class's mean test accuracy in A and B, the difference and on how many pairs A was higher (where the runs recorded per-class results).",
+        ),
+    ] = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the pairs and statistics (per class too) as JSON here."),
+    ] = None,
 ) -> None:
     """Is A better than B beyond noise? Runs paired by split, mean difference with a 95% CI and p-values.
 
@@ -45,7 +70,13 @@ def compare(
     for col in ("split seed", "digest", "A", "B", "A − B (pp)"):
         t.add_column(col, justify="left" if col == "digest" else "right")
     for p, d in zip(res["pairs"], st["deltas"]):
-        t.add_row(str(p["seed"]), p["digest"], f"{100 * p[metric + '_a']:.2f}", f"{100 * p[metric + '_b']:.2f}", f"{100 * d:+.2f}")
+        t.add_row(
+            str(p["seed"]),
+            p["digest"],
+            f"{100 * p[metric + '_a']:.2f}",
+            f"{100 * p[metric + '_b']:.2f}",
+            f"{100 * d:+.2f}",
+        )
     console.print(t)
     console.print(label_a)
     console.print(label_b)
@@ -62,20 +93,28 @@ def compare(
         f"{_NAMES[metric]}, n = {st['n']} pairs: A − B {100 * st['mean_delta']:+.2f} pp, 95% CI {ci}; "
         f"paired t-test p {p_t}, sign-flip p {p_s}; A higher on {st['wins']}, lower on {st['losses']}, equal on {st['ties']}"
     )
-    verdict = {"A > B": "A is better than B", "A < B": "A is worse than B"}.get(st["verdict"], "no difference shown at 95%")
+    verdict = {"A > B": "A is better than B", "A < B": "A is worse than B"}.get(
+        st["verdict"], "no difference shown at 95%"
+    )
     console.print(f"[bold]verdict ({_NAMES[metric]}): {verdict}[/]")
     if per_class:
         _print_per_class(console, res["per_class"])
     for side, left in (("A", res["unpaired_a"]), ("B", res["unpaired_b"])):
         if left:
-            console.print(f"[yellow]not paired ({side}, no run of the other group on its split):[/] {', '.join(left)}")
+            console.print(
+                f"[yellow]not paired ({side}, no run of the other group on its split):[/] {', '.join(left)}"
+            )
     if json_out:
-        atomic_write_json(json_out, {"a": str(a), "b": str(b), "a_file": a_file, "b_file": b_file, "metric": metric, **res})
+        atomic_write_json(
+            json_out, {"a": str(a), "b": str(b), "a_file": a_file, "b_file": b_file, "metric": metric, **res}
+        )
 
 
 def _print_per_class(console, rows: list[dict]) -> None:
     if not rows:
-        console.print("[yellow]no per-class comparison: not every run recorded per-class test accuracies for the same classes[/]")
+        console.print(
+            "[yellow]no per-class comparison: not every run recorded per-class test accuracies for the same classes[/]"
+        )
         return
     n = rows[0]["n"]
     t = Table(title=f"per-class test accuracy %, mean of {n} paired runs")
@@ -83,8 +122,12 @@ def _print_per_class(console, rows: list[dict]) -> None:
         t.add_column(col, justify="left" if col == "class" else "right")
     for r in rows:
         t.add_row(
-            f"{r['id']} {r['name']}", f"{r['support']:.0f}", f"{100 * r['mean_a']:.1f}", f"{100 * r['mean_b']:.1f}",
-            f"{100 * r['mean_delta']:+.1f}", f"{r['wins']}/{n}",
+            f"{r['id']} {r['name']}",
+            f"{r['support']:.0f}",
+            f"{100 * r['mean_a']:.1f}",
+            f"{100 * r['mean_b']:.1f}",
+            f"{100 * r['mean_delta']:+.1f}",
+            f"{r['wins']}/{n}",
         )
     console.print(t)
 

@@ -14,16 +14,43 @@ from blmkd.io import check_writable_dir
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artifact of the run.")] = Path("runs/demo"),
-    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher preset (the paper size is `ssa_mamba`; slow on CPU).")] = "ssa_mamba_t",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artifact of the run.")] = Path(
+        "runs/demo"
+    ),
+    teacher_model: Annotated[
+        str,
+        typer.Option("--teacher-model", help="Teacher preset (the paper size is `ssa_mamba`; slow on CPU)."),
+    ] = "ssa_mamba_t",
     teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Teacher epochs.")] = 40,
     student: Annotated[str, typer.Option("--student", help="Student preset.")] = C.DEFAULT_STUDENT,
     student_epochs: Annotated[int, typer.Option("--student-epochs", help="Distillation epochs.")] = 80,
-    temperature: Annotated[float, typer.Option("--temperature", "-T", help="Distillation temperature (the paper's default is 4).")] = 2.0,
-    lambda_max: Annotated[float, typer.Option("--lambda-max", help="Final KD weight; < 1 keeps hard labels (the paper's default is 1).")] = 0.5,
-    unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels without ground truth (0 = off).")] = 20000,
-    class_balance: Annotated[float, typer.Option("--class-balance", help="Effective-number class weights β for the student's loss (0 = off).")] = 0.9,
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Train the classical baseline (RBF SVM on the 7×7 mean spectrum of each pixel, C/γ by 3-fold CV) on the same split and bench its ONNX file beside the student.")] = True,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", "-T", help="Distillation temperature (the paper's default is 4)."),
+    ] = 2.0,
+    lambda_max: Annotated[
+        float,
+        typer.Option(
+            "--lambda-max", help="Final KD weight; < 1 keeps hard labels (the paper's default is 1)."
+        ),
+    ] = 0.5,
+    unlabelled: Annotated[
+        int,
+        typer.Option("--unlabelled", help="Also distil on up to N pixels without ground truth (0 = off)."),
+    ] = 20000,
+    class_balance: Annotated[
+        float,
+        typer.Option(
+            "--class-balance", help="Effective-number class weights β for the student's loss (0 = off)."
+        ),
+    ] = 0.9,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Train the classical baseline (RBF SVM on the 7×7 mean spectrum of each pixel, C/γ by 3-fold CV) on the same split and bench its ONNX file beside the student.",
+        ),
+    ] = True,
     seed: C.Seed = 0,
     progress: C.Progress = True,
 ) -> None:
@@ -64,7 +91,9 @@ def demo(
         from blmkd.checkpoint import load_checkpoint
         from blmkd.train import bundle_from_checkpoint
 
-        C.console.rule("[bold]3b · classical baseline: RBF SVM on 7×7 mean spectra, same split (C/γ by 3-fold CV)")
+        C.console.rule(
+            "[bold]3b · classical baseline: RBF SVM on 7×7 mean spectra, same split (C/γ by 3-fold CV)"
+        )
         # Of SVM, forest and k-NN on 1×1 to 7×7 mean spectra, the SVM on 7×7 means (the window the deep
         # models see) had the highest validation OA on this split (docs/baselines.md); its grid search
         # takes seconds.
@@ -105,7 +134,11 @@ def demo(
             C.console.print(f"[yellow]benchmark step skipped: {exc}[/]")
         else:
             C.console.rule("[bold]5 · benchmark + report")
-            models = [out / "teacher" / "best.safetensors", out / "student" / "best.safetensors"] + [a.path for a in arts] + baseline_onnx
+            models = (
+                [out / "teacher" / "best.safetensors", out / "student" / "best.safetensors"]
+                + [a.path for a in arts]
+                + baseline_onnx
+            )
             res = run_bench(models, report_dir=out / "report")
             report_path = out / "report" / "report.html"
             headline["bench"] = res
@@ -122,7 +155,9 @@ def demo(
     )
     if "baseline" in headline:
         w = headline["baseline"]["window"]
-        C.console.print(f"baseline RBF SVM ({w}×{w} mean spectra): OA {100 * headline['baseline']['oa']:.2f}%")
+        C.console.print(
+            f"baseline RBF SVM ({w}×{w} mean spectra): OA {100 * headline['baseline']['oa']:.2f}%"
+        )
     for line in headline.get("bench", {}).get("baselines", []):
         C.console.print(line, highlight=False, markup=False)
     for row in headline.get("bench", {}).get("rows", []):
@@ -143,7 +178,12 @@ def _test_of(run_dir: Path) -> dict:
 
     ck = load_checkpoint(run_dir)
     test = ck.meta["metrics"]["test"]
-    return {"oa": test["oa"], "aa": test["aa"], "kappa": test["kappa"], "parameters": ck.meta["model"]["parameters"]}
+    return {
+        "oa": test["oa"],
+        "aa": test["aa"],
+        "kappa": test["kappa"],
+        "parameters": ck.meta["model"]["parameters"],
+    }
 
 
 def _print_data(bundle) -> None:
@@ -154,7 +194,9 @@ def _print_data(bundle) -> None:
         f"{sc.name}: {sc.height}×{sc.width} px, {sc.bands} bands, {sc.num_classes} classes, "
         f"{int((sc.labels >= 0).sum())} labelled px ({sc.source})"
     )
-    t = Table(title=f"split {bundle.split.spec.get('strategy')} (seed {bundle.options.seed}), leakage {bundle.split.leakage:.3f}")
+    t = Table(
+        title=f"split {bundle.split.spec.get('strategy')} (seed {bundle.options.seed}), leakage {bundle.split.leakage:.3f}"
+    )
     for c in ("id", "class", "train", "val", "test"):
         t.add_column(c, justify="left" if c == "class" else "right")
     for r in bundle.split.summary(sc):

@@ -29,7 +29,9 @@ from blmkd.cli.train import (
 )
 from blmkd.errors import BlmkdError, ModelError
 
-Student = Annotated[str, typer.Option("--student", "-s", help="Student preset (see `blmkd models --family student`).")]
+Student = Annotated[
+    str, typer.Option("--student", "-s", help="Student preset (see `blmkd models --family student`).")
+]
 
 
 def _check_student(name: str) -> None:
@@ -51,21 +53,86 @@ def _teacher_for_seed(teacher: Path, seed: int | None):
 
 
 def distill(
-    teacher: Annotated[list[Path], typer.Option("--teacher", "-t", metavar="PATH", help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs). Repeat it to distil from an ensemble: the teachers' logits are averaged; they must share the data and split.")],
+    teacher: Annotated[
+        list[Path],
+        typer.Option(
+            "--teacher",
+            "-t",
+            metavar="PATH",
+            help="Teacher checkpoint or run directory (or a --seeds folder with seed_<s>/ runs). Repeat it to distil from an ensemble: the teachers' logits are averaged; they must share the data and split.",
+        ),
+    ],
     student: Student = C.DEFAULT_STUDENT,
-    temperature: Annotated[float, typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")] = 4.0,
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")] = 20,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6)."),
+    ] = 4.0,
+    warmup_epochs: Annotated[
+        int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")
+    ] = 20,
     lambda_0: Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")] = 0.0,
-    lambda_max: Annotated[float, typer.Option("--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")] = 1.0,
-    kd_loss: Annotated[str, typer.Option("--kd-loss", help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD): the teacher's confidence in the label and its view of the other classes, weighted apart.")] = "kl",
-    dkd_alpha: Annotated[float, typer.Option("--dkd-alpha", help="--kd-loss dkd: weight α of the target-class term (≥ 0; 0 leaves the confidence to the labels).")] = 0.0,
-    dkd_beta: Annotated[float, typer.Option("--dkd-beta", help="--kd-loss dkd: weight β of the non-target term (≥ 0).")] = 1.0,
-    class_shrink: Annotated[float, typer.Option("--class-shrink", help="Trust the teacher less on classes it learnt from few pixels: a pixel's λ is λ_t·n/(n + K), n the training pixels of its class (0 = off).")] = 0.0,
-    hint_weight: Annotated[float, typer.Option("--hint-weight", help="Weight of a feature-level hint loss through a learned projection (0 = off).")] = 0.0,
-    unlabelled: Annotated[int, typer.Option("--unlabelled", help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.")] = 0,
-    teacher_tta: Annotated[bool, typer.Option("--teacher-tta", help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).")] = False,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's.")] = None,
-    patch: Annotated[int | None, typer.Option("--patch", help="The student's window P (odd); default: the teacher's. A teacher that sees a larger window passes on what its context tells it; the split stays the teacher's.")] = None,
+    lambda_max: Annotated[
+        float,
+        typer.Option(
+            "--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal."
+        ),
+    ] = 1.0,
+    kd_loss: Annotated[
+        str,
+        typer.Option(
+            "--kd-loss",
+            help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD): the teacher's confidence in the label and its view of the other classes, weighted apart.",
+        ),
+    ] = "kl",
+    dkd_alpha: Annotated[
+        float,
+        typer.Option(
+            "--dkd-alpha",
+            help="--kd-loss dkd: weight α of the target-class term (≥ 0; 0 leaves the confidence to the labels).",
+        ),
+    ] = 0.0,
+    dkd_beta: Annotated[
+        float, typer.Option("--dkd-beta", help="--kd-loss dkd: weight β of the non-target term (≥ 0).")
+    ] = 1.0,
+    class_shrink: Annotated[
+        float,
+        typer.Option(
+            "--class-shrink",
+            help="Trust the teacher less on classes it learnt from few pixels: a pixel's λ is λ_t·n/(n + K), n the training pixels of its class (0 = off).",
+        ),
+    ] = 0.0,
+    hint_weight: Annotated[
+        float,
+        typer.Option(
+            "--hint-weight",
+            help="Weight of a feature-level hint loss through a learned projection (0 = off).",
+        ),
+    ] = 0.0,
+    unlabelled: Annotated[
+        int,
+        typer.Option(
+            "--unlabelled",
+            help="Also distil on up to N pixels the ground truth leaves unlabelled (never train/val/test; teacher logits cached once); 0 = off.",
+        ),
+    ] = 0,
+    teacher_tta: Annotated[
+        bool,
+        typer.Option(
+            "--teacher-tta",
+            help="Target: the teacher's logits averaged over the 8 dihedral views of each patch (test-time augmentation of the teacher; 8× its caching time).",
+        ),
+    ] = False,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's."),
+    ] = None,
+    patch: Annotated[
+        int | None,
+        typer.Option(
+            "--patch",
+            help="The student's window P (odd); default: the teacher's. A teacher that sees a larger window passes on what its context tells it; the split stays the teacher's.",
+        ),
+    ] = None,
     seeds: Seeds = None,
     epochs: Epochs = 200,
     batch: Batch = 64,
@@ -104,15 +171,38 @@ def distill(
     from blmkd.train import bundle_from_checkpoint, class_balance_weights, with_patch
 
     _check_student(student)
-    teacher = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)  # Python callers may pass one path
+    teacher = (
+        [teacher] if isinstance(teacher, (str, Path)) else list(teacher)
+    )  # Python callers may pass one path
     kd = KDConfig(
-        temperature, kd_loss, warmup_epochs, lambda_0, lambda_max, hint_weight, unlabelled, teacher_tta, dkd_alpha, dkd_beta,
+        temperature,
+        kd_loss,
+        warmup_epochs,
+        lambda_0,
+        lambda_max,
+        hint_weight,
+        unlabelled,
+        teacher_tta,
+        dkd_alpha,
+        dkd_beta,
         class_shrink,
     )
     kd.validate()
     # Built (and checked) before the teacher loads; each seed's run gets a copy with its seed.
     train_cfg = _train_cfg(
-        epochs, batch, lr, weight_decay, lr_warmup, patience, augment, 0, ema, 0.0, class_balance, device=device, amp=amp
+        epochs,
+        batch,
+        lr,
+        weight_decay,
+        lr_warmup,
+        patience,
+        augment,
+        0,
+        ema,
+        0.0,
+        class_balance,
+        device=device,
+        amp=amp,
     )
     if len(teacher) > 1 and kd.hint_weight > 0:
         raise BlmkdError("--hint-weight needs a single teacher (an ensemble has no one feature space)")
@@ -158,7 +248,11 @@ def distill(
             if is_main():
                 C.console.print(f"unlabelled pixels: {len(ur)} used of {available} in {bundle.scene.name} (--unlabelled {kd.unlabelled})"
                                 + (": the scene has fewer than asked" if len(ur) < kd.unlabelled else ""), highlight=False)  # fmt: skip
-            with C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels") if is_main() else contextlib.nullcontext():
+            with (
+                C.console.status(f"caching {who} logits for {len(ur)} unlabelled pixels")
+                if is_main()
+                else contextlib.nullcontext()
+            ):
                 ul = ensemble_cache(t_models, tbs, 1, coords=(ur, uc), tta=kd.teacher_tta)[:, 0]
             pool = UnlabelledPool(ur, uc, ul, bundle.extractor(model.input_kind))
         hint = None
@@ -177,7 +271,9 @@ def distill(
         labels, K = bundle.coords("train")[2], bundle.scene.num_classes
         counts = torch.bincount(torch.as_tensor(labels).long(), minlength=K)
         weights = class_balance_weights(labels, K, class_balance) if class_balance else None
-        objective = kd_objective(kd, cache, feats, hint, pool, seed=s, class_counts=counts, class_weights=weights)
+        objective = kd_objective(
+            kd, cache, feats, hint, pool, seed=s, class_counts=counts, class_weights=weights
+        )
         return {"objective": objective, "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
@@ -190,10 +286,14 @@ def distill(
         if tbundle.options.seed != s and len(seed_list) > 1:
             raise BlmkdError(f"teacher {ck.path} was trained with split seed {tbundle.options.seed}, not {s}")
         _check_same_data(cks)
-        t_bundles[s] = [with_patch(tbundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks]
+        t_bundles[s] = [
+            with_patch(tbundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks
+        ]
         bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
-        resume_s = resume and (len(seed_list) == 1 or bool(existing_run(run_dir)))  # a seed not started yet starts
+        resume_s = resume and (
+            len(seed_list) == 1 or bool(existing_run(run_dir))
+        )  # a seed not started yet starts
         runs += _run_seeds(
             [bundle.options.seed], run_dir, build, {}, lambda _s: dataclasses.replace(train_cfg, seed=_s),
             resume=resume_s, force=force, progress=progress, title=f"student {student}", fit_kwargs=fit_kwargs,
@@ -207,7 +307,10 @@ def distill(
         summ = write_summary(out / "summary.json", runs)
         C.console.print(
             f"[bold]student {student}[/] over seeds {seed_list}: "
-            + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
+            + "  ".join(
+                f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}"
+                for k in ("oa", "aa", "kappa")
+            )
         )
 
 
@@ -215,9 +318,14 @@ def _check_same_data(cks) -> None:
     """The members of a teacher ensemble must have seen the same data, split and preprocessing."""
     ref = cks[0]
     for ck in cks[1:]:
-        for what, fact in (("split", lambda m: m.get("split", {}).get("digest")), ("preprocessing", lambda m: m.get("preprocessing"))):
+        for what, fact in (
+            ("split", lambda m: m.get("split", {}).get("digest")),
+            ("preprocessing", lambda m: m.get("preprocessing")),
+        ):
             if fact(ref.meta) != fact(ck.meta):
-                raise BlmkdError(f"teachers {ref.path} and {ck.path} differ in their {what}; an ensemble needs the same data")
+                raise BlmkdError(
+                    f"teachers {ref.path} and {ck.path} differ in their {what}; an ensemble needs the same data"
+                )
 
 
 def _side_by_side(teacher_cks, student_dir: Path, bundles) -> None:
@@ -236,12 +344,26 @@ def _side_by_side(teacher_cks, student_dir: Path, bundles) -> None:
         m = ck.build_model()
         x1 = bundle.extractor(getattr(m, "input_kind", "float")).gather([0], [0])
         with torch.inference_mode():
-            t = time_call(lambda m=m, x1=x1: m(x1), warmup=5, runs=200 if role == "student" else 30, max_seconds=5)
+            t = time_call(
+                lambda m=m, x1=x1: m(x1), warmup=5, runs=200 if role == "student" else 30, max_seconds=5
+            )
         test = ck.meta.get("metrics", {}).get("test", {})
-        rows.append((role, ck.model_name, bundle.patch_size, test, count_params(m), count_flops(m, x1), t.p50_ms))
+        rows.append(
+            (role, ck.model_name, bundle.patch_size, test, count_params(m), count_flops(m, x1), t.p50_ms)
+        )
     tb = Table(title="teacher vs student (test split, CPU batch-1 latency p50)")
     windows = len({r[2] for r in rows}) > 1  # a window column only where the windows differ
-    for c in ("role", "preset", *(["window"] if windows else []), "OA %", "AA %", "κ ×100", "params", "FLOPs/px", "latency ms"):
+    for c in (
+        "role",
+        "preset",
+        *(["window"] if windows else []),
+        "OA %",
+        "AA %",
+        "κ ×100",
+        "params",
+        "FLOPs/px",
+        "latency ms",
+    ):
         tb.add_column(c, justify="left" if c in ("role", "preset") else "right")
     for role, name, p, test, params, flops, lat in rows:
         tb.add_row(role, name, *([f"{p}×{p}"] if windows else []), f"{100 * test.get('oa', float('nan')):.2f}", f"{100 * test.get('aa', float('nan')):.2f}",
@@ -290,8 +412,21 @@ def train_student(
     from blmkd.models import create_model
 
     _check_student(student)
-    _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, seed, ema, label_smoothing, class_balance,
-               device=device, amp=amp)  # every option checked before the data loads
+    _train_cfg(
+        epochs,
+        batch,
+        lr,
+        weight_decay,
+        lr_warmup,
+        patience,
+        augment,
+        seed,
+        ema,
+        label_smoothing,
+        class_balance,
+        device=device,
+        amp=amp,
+    )  # every option checked before the data loads
 
     def build(s, bundle):
         m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)

@@ -83,11 +83,16 @@ def export_cmd(
     ] = None,
     min_agreement: Annotated[
         float | None,
-        typer.Option("--min-agreement", help="INT8: least argmax agreement with PyTorch (default 0.9; --int8-byte 0.98)."),
+        typer.Option(
+            "--min-agreement",
+            help="INT8: least argmax agreement with PyTorch (default 0.9; --int8-byte 0.98).",
+        ),
     ] = None,
     max_oa_drop: Annotated[
         float | None,
-        typer.Option("--max-oa-drop", help="INT8: largest OA drop vs PyTorch in points (default 1.0; --int8-byte 0.5)."),
+        typer.Option(
+            "--max-oa-drop", help="INT8: largest OA drop vs PyTorch in points (default 1.0; --int8-byte 0.5)."
+        ),
     ] = None,
     eval_size: Annotated[
         int | None,
@@ -103,9 +108,16 @@ def export_cmd(
     from blmkd.export import export
 
     formats = [
-        name for name, on in (
-            ("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8), ("onnx-int8-byte", int8_byte), ("c", c), ("trt", trt)
-        ) if on
+        name
+        for name, on in (
+            ("onnx", onnx),
+            ("onnx-fp16", fp16),
+            ("onnx-int8", int8),
+            ("onnx-int8-byte", int8_byte),
+            ("c", c),
+            ("trt", trt),
+        )
+        if on
     ]
     with C.console.status("exporting and checking against PyTorch ..."):
         artifacts = export(

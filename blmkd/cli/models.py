@@ -15,8 +15,12 @@ FAMILIES = ("teacher", "student")
 def models(
     bands: Annotated[int, typer.Option("--bands", help="Spectral bands of the input patches.")] = 200,
     classes: Annotated[int, typer.Option("--classes", help="Number of output classes.")] = 16,
-    patch: Annotated[int, typer.Option("--patch", help="Odd patch (window) size P; FLOPs are per P×P patch.")] = 7,
-    family: Annotated[str | None, typer.Option("--family", help="Only this family: teacher | student.")] = None,
+    patch: Annotated[
+        int, typer.Option("--patch", help="Odd patch (window) size P; FLOPs are per P×P patch.")
+    ] = 7,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only this family: teacher | student.")
+    ] = None,
 ) -> None:
     """List every registered preset: family, parameters, FLOPs per pixel (one P×P patch) and description."""
     import torch
@@ -43,7 +47,13 @@ def models(
         kind = getattr(model, "input_kind", "float")
         dtype = torch.uint8 if kind == "uint8" else torch.float32
         x = torch.zeros(1, bands, patch, patch, dtype=dtype)
-        t.add_row(name, model_entry(name).family, _si(count_params(model)), _si(count_flops(model, x)), model_entry(name).description)
+        t.add_row(
+            name,
+            model_entry(name).family,
+            _si(count_params(model)),
+            _si(count_flops(model, x)),
+            model_entry(name).description,
+        )
     console.print(t)
     console.print("FLOPs count matmuls and convolutions only (2 per multiply-add), per classified pixel.")
 

@@ -14,8 +14,20 @@ from blmkd.io import check_writable_dir, check_writable_file
 
 
 def _train_cfg(
-    epochs, batch, lr, weight_decay, warmup, patience, augment, seed, ema=0.0, label_smoothing=0.0, class_balance=0.0,
-    *, device="cpu", amp="off",
+    epochs,
+    batch,
+    lr,
+    weight_decay,
+    warmup,
+    patience,
+    augment,
+    seed,
+    ema=0.0,
+    label_smoothing=0.0,
+    class_balance=0.0,
+    *,
+    device="cpu",
+    amp="off",
 ):
     from blmkd.distributed import set_local_device
     from blmkd.train import AMP_MODES, TrainConfig
@@ -46,20 +58,58 @@ Epochs = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.
 Batch = Annotated[int, typer.Option("--batch", help="Training batch size.")]
 LR = Annotated[float, typer.Option("--lr", help="AdamW peak learning rate (paper: 1e-3).")]
 WD = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (paper: 5e-4).")]
-Warmup = Annotated[int, typer.Option("--lr-warmup", help="Epochs of linear learning-rate warm-up before the cosine decay.")]
-Patience = Annotated[int, typer.Option("--patience", help="Early stopping: epochs without a better validation OA, or an equal one with a lower validation loss (0 = off).")]
-Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")]
-EMA = Annotated[float, typer.Option("--ema", help="Validate, keep and test an exponential moving average of the weights with this per-step decay, e.g. 0.99 (0 = off).")]
-LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing in [0, 1).")]
-ClassBalance = Annotated[float, typer.Option("--class-balance", help="Weigh each pixel's loss by its class: 1/effective number of the class's training pixels, (1 − βⁿ)/(1 − β) (Cui et al. 2019), mean weight 1. β in [0, 1), e.g. 0.9; 0 = off.")]
-Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std.")]
+Warmup = Annotated[
+    int, typer.Option("--lr-warmup", help="Epochs of linear learning-rate warm-up before the cosine decay.")
+]
+Patience = Annotated[
+    int,
+    typer.Option(
+        "--patience",
+        help="Early stopping: epochs without a better validation OA, or an equal one with a lower validation loss (0 = off).",
+    ),
+]
+Augment = Annotated[
+    bool, typer.Option("--augment/--no-augment", help="Random dihedral flips/rotations of training patches.")
+]
+EMA = Annotated[
+    float,
+    typer.Option(
+        "--ema",
+        help="Validate, keep and test an exponential moving average of the weights with this per-step decay, e.g. 0.99 (0 = off).",
+    ),
+]
+LabelSmoothing = Annotated[
+    float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing in [0, 1).")
+]
+ClassBalance = Annotated[
+    float,
+    typer.Option(
+        "--class-balance",
+        help="Weigh each pixel's loss by its class: 1/effective number of the class's training pixels, (1 − βⁿ)/(1 − β) (Cui et al. 2019), mean weight 1. β in [0, 1), e.g. 0.9; 0 = off.",
+    ),
+]
+Seeds = Annotated[
+    str | None,
+    typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one run each, then mean ± std."),
+]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, metrics.jsonl).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors (says which epoch; refuses another model, dataset, split or preprocessing).")]
-Force = Annotated[bool, typer.Option("--force", help="Replace the run already in OUT (without it, an existing run is refused).")]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue from OUT/last.safetensors (says which epoch; refuses another model, dataset, split or preprocessing).",
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Replace the run already in OUT (without it, an existing run is refused)."),
+]
 
 
 def train_teacher(
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher preset (see `blmkd models`).")] = "ssa_mamba_s",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Teacher preset (see `blmkd models`).")
+    ] = "ssa_mamba_s",
     dataset: C.Dataset = "indian_pines",
     gt: C.GT = None,
     cube_key: C.CubeKey = None,
@@ -83,7 +133,13 @@ def train_teacher(
     lr_warmup: Warmup = 5,
     patience: Patience = 30,
     augment: Augment = True,
-    ema: Annotated[float, typer.Option("--ema", help="Validate, keep and test an exponential moving average of the weights with this per-step decay (0 = off).")] = 0.99,
+    ema: Annotated[
+        float,
+        typer.Option(
+            "--ema",
+            help="Validate, keep and test an exponential moving average of the weights with this per-step decay (0 = off).",
+        ),
+    ] = 0.99,
     label_smoothing: LabelSmoothing = 0.0,
     class_balance: ClassBalance = 0.0,
     out: Out = Path("runs/teacher"),
@@ -103,9 +159,24 @@ def train_teacher(
     from blmkd.models import create_model, model_entry
 
     if model_entry(model).family != "teacher":
-        raise BlmkdError(f"{model!r} is a {model_entry(model).family} preset; use `blmkd train-student` for students")
-    _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, seed, ema, label_smoothing, class_balance,
-               device=device, amp=amp)  # every option checked before the data loads
+        raise BlmkdError(
+            f"{model!r} is a {model_entry(model).family} preset; use `blmkd train-student` for students"
+        )
+    _train_cfg(
+        epochs,
+        batch,
+        lr,
+        weight_decay,
+        lr_warmup,
+        patience,
+        augment,
+        seed,
+        ema,
+        label_smoothing,
+        class_balance,
+        device=device,
+        amp=amp,
+    )  # every option checked before the data loads
     seed_list = C.parse_seeds(seeds) or [seed]
     _run_seeds(
         seed_list,
@@ -161,8 +232,14 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
             try:
                 if resume_s:
                     ep = last_epoch(run_dir) if is_main() else None
-                    left = f"epochs {ep + 1}–{cfg.epochs} to go" if ep is not None and ep < cfg.epochs else "no epochs left"
-                    say(f"[bold]{title}[/] seed {s}: resuming {run_dir} from last.safetensors after epoch {ep} ({left})")
+                    left = (
+                        f"epochs {ep + 1}–{cfg.epochs} to go"
+                        if ep is not None and ep < cfg.epochs
+                        else "no epochs left"
+                    )
+                    say(
+                        f"[bold]{title}[/] seed {s}: resuming {run_dir} from last.safetensors after epoch {ep} ({left})"
+                    )
                 torch.manual_seed(s)  # the initial weights are the seed's, not whatever ran before
                 model = build(s, bundle)
                 kwargs = fit_kwargs(s, bundle, model) if fit_kwargs else {}
@@ -180,15 +257,24 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
             runs.append({"seed": s, "dir": str(run_dir), "test": res.test, "best_epoch": res.best_epoch,
                          "epochs_run": res.epochs_run, "selection": res.selection, "wall_s": res.wall_s, "leakage": float(bundle.split.leakage), **stats})  # fmt: skip
             say(
-                C.report_table(f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)", [(title, res.test)])
+                C.report_table(
+                    f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)",
+                    [(title, res.test)],
+                )
             )
             if res.selection:
-                say(f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}", highlight=False)
+                say(
+                    f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}",
+                    highlight=False,
+                )
         if len(seed_list) > 1 and is_main():
             summ = write_summary(out / "summary.json", runs)
             say(
                 f"[bold]{title}[/] over seeds {seed_list}: "
-                + "  ".join(f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}" for k in ("oa", "aa", "kappa"))
+                + "  ".join(
+                    f"{k.upper()} {100 * summ[k]['mean']:.2f} ± {100 * summ[k]['std']:.2f}"
+                    for k in ("oa", "aa", "kappa")
+                )
             )
     return runs
 
@@ -212,15 +298,32 @@ def _on_main(claim):
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory (uses its best.safetensors).")],
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Evaluate on another scene (default: the checkpoint's).")] = None,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint file or run directory (uses its best.safetensors).")
+    ],
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Evaluate on another scene (default: the checkpoint's)."),
+    ] = None,
     gt: C.GT = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="Another split strategy (default: the checkpoint's).")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="Another split strategy (default: the checkpoint's).")
+    ] = None,
     train: Annotated[float | None, typer.Option("--train", help="Split amount for --strategy.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Split seed (default: the checkpoint's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Split seed (default: the checkpoint's).")
+    ] = None,
     split_set: Annotated[str, typer.Option("--set", help="Which pixels: test | val | train.")] = "test",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average the class probabilities of the 8 dihedral views of each window (8× the inference time).")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Test-time augmentation: average the class probabilities of the 8 dihedral views of each window (8× the inference time).",
+        ),
+    ] = False,
 ) -> None:
     """OA/AA/κ, per-class accuracy and the confusion matrix of a checkpoint on its test split.
 
@@ -238,13 +341,24 @@ def evaluate(
     if json_out:
         check_writable_file(json_out, "--json")
     ck = load_checkpoint(checkpoint)
-    bundle = bundle_from_checkpoint(ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed))
+    bundle = bundle_from_checkpoint(
+        ck, dict(dataset=dataset, gt=str(gt) if gt else None, strategy=strategy, train=train, seed=seed)
+    )
     bundle, held = held_out_bundle(ck, bundle, split_set)
     model = ck.build_model()
-    rep = evaluate_model(model, bundle, split_set, tta=tta).to_dict(bundle.scene.class_ids, bundle.scene.class_names)
+    rep = evaluate_model(model, bundle, split_set, tta=tta).to_dict(
+        bundle.scene.class_ids, bundle.scene.class_names
+    )
     if not held["own_split"]:
-        C.console.print(f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False)
-    C.console.print(C.report_table(f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {held['leakage']:.3f} vs the model's training pixels)", [(ck.model_name, rep)]))
+        C.console.print(
+            f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False
+        )
+    C.console.print(
+        C.report_table(
+            f"{ck.model_name}{' (8-view TTA)' if tta else ''} on {bundle.scene.name} ({split_set} split, leakage {held['leakage']:.3f} vs the model's training pixels)",
+            [(ck.model_name, rep)],
+        )
+    )
     C.console.print(C.per_class_table(rep))
     _print_confusion(rep)
     if json_out:

@@ -225,7 +225,9 @@ def verify_cached(path: Path, pinned: str | None) -> None:
     if want is None:
         from blmkd.io import atomic_write_text
 
-        with contextlib.suppress(OSError):  # a read-only cache still loads; it is checked next time it can record
+        with contextlib.suppress(
+            OSError
+        ):  # a read-only cache still loads; it is checked next time it can record
             atomic_write_text(side, f"{got}  {path.name}\n")
         return
     if got != want:

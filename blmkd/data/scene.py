@@ -90,7 +90,9 @@ def read_class_names(path: str | Path) -> list[str] | dict[int, str]:
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"--class-names {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise DataError(
+            f"--class-names {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     lines = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise DataError(f"--class-names {p}: the file holds no class names")

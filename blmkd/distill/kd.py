@@ -60,9 +60,13 @@ class KDConfig:
         if self.unlabelled < 0:
             raise BlmkdError(f"--unlabelled must be ≥ 0, got {self.unlabelled}")
         if self.unlabelled and self.hint_weight > 0:
-            raise BlmkdError("--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)")
+            raise BlmkdError(
+                "--unlabelled and --hint-weight cannot be combined (the hint needs teacher features per pixel)"
+            )
         if self.teacher_tta and self.hint_weight > 0:
-            raise BlmkdError("--teacher-tta and --hint-weight cannot be combined (the hint matches one view's features)")
+            raise BlmkdError(
+                "--teacher-tta and --hint-weight cannot be combined (the hint matches one view's features)"
+            )
 
 
 @dataclass
@@ -95,7 +99,12 @@ def unlabelled_coords(bundle: Bundle, limit: int, seed: int) -> tuple[np.ndarray
 
 @torch.inference_mode()
 def teacher_cache(
-    teacher: nn.Module, bundle: Bundle, variants: int, batch_size: int = 512, features: bool = False, coords=None
+    teacher: nn.Module,
+    bundle: Bundle,
+    variants: int,
+    batch_size: int = 512,
+    features: bool = False,
+    coords=None,
 ):
     """Teacher outputs for every training patch and variant: logits (N, V, K) [and features (N, V, D)].
 
@@ -135,7 +144,12 @@ def teacher_cache(
 
 
 def ensemble_cache(
-    teachers: list[nn.Module], bundle: Bundle, variants: int, batch_size: int = 512, coords=None, tta: bool = False
+    teachers: list[nn.Module],
+    bundle: Bundle,
+    variants: int,
+    batch_size: int = 512,
+    coords=None,
+    tta: bool = False,
 ):
     """:func:`teacher_cache` of several teachers, averaged: the logits of their ensemble ``(N, V, K)``.
 
@@ -148,7 +162,10 @@ def ensemble_cache(
     """
     variants = 8 if tta else variants
     bundles = bundle if isinstance(bundle, list | tuple) else [bundle] * len(teachers)
-    caches = [teacher_cache(t, b, variants, batch_size, coords=coords) for t, b in zip(teachers, bundles, strict=True)]
+    caches = [
+        teacher_cache(t, b, variants, batch_size, coords=coords)
+        for t, b in zip(teachers, bundles, strict=True)
+    ]
     cache = caches[0] if len(caches) == 1 else torch.stack(caches).mean(0)
     return cache.mean(1, keepdim=True) if tta else cache
 

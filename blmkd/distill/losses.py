@@ -116,7 +116,9 @@ class KDLoss(nn.Module):
         return -(log_q.exp() * log_p).sum(dim=-1)
 
 
-def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
+def dkd_parts(
+    z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, T: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel TCKD and NCKD (Zhao et al. 2022) at temperature ``T``, without the ``T²``.
 
     TCKD = KL([q_y, 1 − q_y] ‖ [p_y, 1 − p_y]); NCKD = KL(q̂ ‖ p̂) with q̂, p̂ the softmax over the
@@ -153,7 +155,12 @@ class DistillationLoss(nn.Module):
     """
 
     def __init__(
-        self, temperature: float = 4.0, kind: str = "kl", label_smoothing: float = 0.0, alpha: float = 0.0, beta: float = 1.0
+        self,
+        temperature: float = 4.0,
+        kind: str = "kl",
+        label_smoothing: float = 0.0,
+        alpha: float = 0.0,
+        beta: float = 1.0,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:

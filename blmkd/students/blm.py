@@ -503,15 +503,15 @@ def blm_test(bands: int, num_classes: int, **overrides) -> BLMStudent:
 
 
 @register_model(
-    "blm_t", "student", "BLM tiny, the default student: d_model 24, d_state 8, 1 layer (~1.2 MFLOP at 200 bands, 7×7)."
+    "blm_t",
+    "student",
+    "BLM tiny, the default student: d_model 24, d_state 8, 1 layer (~1.2 MFLOP at 200 bands, 7×7).",
 )
 def blm_t(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(bands, num_classes, dict(enc_hidden=24, d_model=24, d_state=8, n_heads=2), overrides)
 
 
-@register_model(
-    "blm_s", "student", "BLM small: d_model 32, d_state 16, 1 layer (~2 MFLOP)."
-)
+@register_model("blm_s", "student", "BLM small: d_model 32, d_state 16, 1 layer (~2 MFLOP).")
 def blm_s(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(bands, num_classes, dict(enc_hidden=32, d_model=32, d_state=16, n_heads=2), overrides)
 

@@ -88,10 +88,18 @@ def test_report_files_carry_the_numbers(bench_run):
     # The built-in cpu budgets against the teacher row's own numbers: the verdict follows from them.
     teacher, budget = rep["rows"][0], PROFILES["cpu"]
     cpu = verdicts[("cpu", teacher["name"])]
-    measured = [teacher["latency"]["p50_ms"], teacher["memory_mb"], max(teacher["best_px_s"], teacher["map"]["px_s"])]
+    measured = [
+        teacher["latency"]["p50_ms"],
+        teacher["memory_mb"],
+        max(teacher["best_px_s"], teacher["map"]["px_s"]),
+    ]
     assert [c["quantity"] for c in cpu["checks"]] == ["latency", "memory", "throughput"]
     assert [c["measured"] for c in cpu["checks"]] == pytest.approx(measured)
-    met = [measured[0] <= budget.latency_ms, measured[1] <= budget.memory_mb, measured[2] >= budget.min_throughput_px_s]
+    met = [
+        measured[0] <= budget.latency_ms,
+        measured[1] <= budget.memory_mb,
+        measured[2] >= budget.min_throughput_px_s,
+    ]
     assert [c["passed"] for c in cpu["checks"]] == met
     assert cpu["verdict"] == ("PASS" if all(met) else "FAIL") and "latency" in md and "drone" in md
 
@@ -124,7 +132,9 @@ def test_bench_cpu_bf16_row(student_ckpt):
     if not ok:
         assert bf16["status"] == "skipped" and bf16["reason"] == why
         return
-    assert bf16["status"] == "ok" and bf16["reference"] == fp32["name"] and bf16["precision"] == "bf16-autocast"
+    assert (
+        bf16["status"] == "ok" and bf16["reference"] == fp32["name"] and bf16["precision"] == "bf16-autocast"
+    )
     assert 0.9 <= bf16["agreement"] <= 1 and abs(bf16["oa"] - fp32["oa"]) < 0.05
     assert bf16["latency"]["p50_ms"] > 0
 
@@ -143,7 +153,9 @@ def test_predict_with_onnx_writes_maps(student_onnx, tmp_path):
     summary = json.loads((tmp_path / "map.json").read_text())
     assert summary["mode"] == "patch" and summary["pixels"] == int((sc.labels >= 0).sum())
     lab = sc.labels >= 0  # the map's ids against the ground truth's, over every labelled pixel
-    assert summary["oa_labelled"] == pytest.approx(float((ids[lab] == np.asarray(sc.class_ids)[sc.labels[lab]]).mean()))
+    assert summary["oa_labelled"] == pytest.approx(
+        float((ids[lab] == np.asarray(sc.class_ids)[sc.labels[lab]]).mean())
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "px/s" in result.output
 

@@ -41,7 +41,12 @@ def test_arm_features_line_is_read():
 
 
 def test_no_flags_says_unknown():
-    assert cpu_isa("") == {"flags": [], "int8_dot": False, "bf16_dot": False, "note": "CPU features unknown (no /proc/cpuinfo flags)"}
+    assert cpu_isa("") == {
+        "flags": [],
+        "int8_dot": False,
+        "bf16_dot": False,
+        "note": "CPU features unknown (no /proc/cpuinfo flags)",
+    }
 
 
 def test_machine_info_reads_the_machines_cpuinfo(monkeypatch, tmp_path):

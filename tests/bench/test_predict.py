@@ -108,7 +108,9 @@ def student_c(student, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("BLMKD_NATIVE_DIR", str(d / "native"))
     ck = load_checkpoint(student)
     path = d / "student.c"
-    path.write_text(seal_c_source(c_source(ck.build_model().eval(), P, {**artifact_meta(ck), "precision": "fp32"})))
+    path.write_text(
+        seal_c_source(c_source(ck.build_model().eval(), P, {**artifact_meta(ck), "precision": "fp32"}))
+    )
     return path
 
 

@@ -22,7 +22,12 @@ from blmkd.errors import BlmkdError
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_each_builtin_profile_passes_at_its_budgets_and_fails_past_each(name):
     p = PROFILES[name]
-    budgets = {"latency": p.latency_ms, "memory": p.memory_mb, "throughput": p.min_throughput_px_s, "power": p.power_w}
+    budgets = {
+        "latency": p.latency_ms,
+        "memory": p.memory_mb,
+        "throughput": p.min_throughput_px_s,
+        "power": p.power_w,
+    }
     assert None not in (p.latency_ms, p.memory_mb, p.min_throughput_px_s)  # every target has these three
 
     def row(**over):
@@ -192,7 +197,10 @@ def test_cli_bench_with_a_sensor(student_ckpt, tmp_path):
         "--batch", "1,256", "--eval-size", "200", "--threads", "1", "--report", str(tmp_path / "rep"),
     ])  # fmt: skip
     assert res.exit_code == 0, (res.output, res.exception)
-    assert "sensor enmap: 1,000 px × 6,833 m/s ground speed / 30 m GSD = 227.8 lines/s = 227,761 px/s" in res.output
+    assert (
+        "sensor enmap: 1,000 px × 6,833 m/s ground speed / 30 m GSD = 227.8 lines/s = 227,761 px/s"
+        in res.output
+    )
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     (v,) = rep["verdicts"]
     thr = next(c for c in v["checks"] if c["quantity"] == "throughput")

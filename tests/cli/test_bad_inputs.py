@@ -84,7 +84,18 @@ def files(ip_crop_path, tmp_path_factory):
     shutil.copy(ip_crop_path, crop)
     run = d / "run"
     exp = d / "exp"
-    args = ["train-student", "--student", "blm_test", "--dataset", str(crop), "--epochs", "1", "--out", str(run), "--no-progress"]
+    args = [
+        "train-student",
+        "--student",
+        "blm_test",
+        "--dataset",
+        str(crop),
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     main(args)
     fmts = ["--onnx", "--c"] if c_compiler()[0] else ["--onnx"]
     main(["export", str(run), *fmts, "-o", str(exp), "--eval-size", "64"])
@@ -98,13 +109,31 @@ def files(ip_crop_path, tmp_path_factory):
     f["trunc_onnx"].write_bytes(onnx_path.read_bytes()[: onnx_path.stat().st_size // 3])
     f["empty_onnx"] = d / "empty.onnx"
     f["empty_onnx"].write_bytes(b"")
-    f["pp_onnx"] = _edit_onnx(onnx_path, d / "pp.onnx", lambda m: _onnx_prop(m, "preprocessing", lambda v: _first_digit_changed(v, '"mean":')))
-    f["cls_onnx"] = _edit_onnx(onnx_path, d / "cls.onnx", lambda m: _onnx_prop(m, "classes", lambda v: v.replace('"id":2', '"id":9', 1)))
+    f["pp_onnx"] = _edit_onnx(
+        onnx_path,
+        d / "pp.onnx",
+        lambda m: _onnx_prop(m, "preprocessing", lambda v: _first_digit_changed(v, '"mean":')),
+    )
+    f["cls_onnx"] = _edit_onnx(
+        onnx_path,
+        d / "cls.onnx",
+        lambda m: _onnx_prop(m, "classes", lambda v: v.replace('"id":2', '"id":9', 1)),
+    )
     f["w_onnx"] = _edit_onnx(onnx_path, d / "weights.onnx", _flip_weight)
-    f["pp_ckpt"] = _edit_checkpoint(ck, d / "pp.safetensors", lambda m: m["preprocessing"]["mean"].__setitem__(0, m["preprocessing"]["mean"][0] + 1))
-    f["split_ckpt"] = _edit_checkpoint(ck, d / "split.safetensors", lambda m: m["split"].__setitem__("seed", 7))
-    f["cfg_ckpt"] = _edit_checkpoint(ck, d / "cfg.safetensors", lambda m: m["model"]["config"].__setitem__("num_classes", 3))
-    f["seal_ckpt"] = _edit_checkpoint(ck, d / "seal.safetensors", lambda m: m.__setitem__("integrity", "none"))
+    f["pp_ckpt"] = _edit_checkpoint(
+        ck,
+        d / "pp.safetensors",
+        lambda m: m["preprocessing"]["mean"].__setitem__(0, m["preprocessing"]["mean"][0] + 1),
+    )
+    f["split_ckpt"] = _edit_checkpoint(
+        ck, d / "split.safetensors", lambda m: m["split"].__setitem__("seed", 7)
+    )
+    f["cfg_ckpt"] = _edit_checkpoint(
+        ck, d / "cfg.safetensors", lambda m: m["model"]["config"].__setitem__("num_classes", 3)
+    )
+    f["seal_ckpt"] = _edit_checkpoint(
+        ck, d / "seal.safetensors", lambda m: m.__setitem__("integrity", "none")
+    )
     f["trunc_ckpt"] = d / "truncated.safetensors"
     f["trunc_ckpt"].write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
     f["text_ckpt"] = d / "text.safetensors"
@@ -123,7 +152,9 @@ def files(ip_crop_path, tmp_path_factory):
         f["lp_c"] = d / "lp.c"
         f["lp_c"].write_text(c.replace("#define BLM_LP 64", "#define BLM_LP 16"))
         f["order_c"] = d / "order.c"
-        f["order_c"].write_text(re.sub(r"(static const int blm_order\[\d+\] = \{\n    )\d+", r"\g<1>99999999", c))
+        f["order_c"].write_text(
+            re.sub(r"(static const int blm_order\[\d+\] = \{\n    )\d+", r"\g<1>99999999", c)
+        )
         f["order_resealed_c"] = d / "order_resealed.c"
         f["order_resealed_c"].write_text(seal_c_source(f["order_c"].read_text()))
         f["meta_c"] = d / "meta.c"
@@ -166,26 +197,80 @@ CASES: list[tuple] = [
     ("bench binary .c", ["bench", "{bin_c}"], r"binary file"),
     ("bench plain .c", ["bench", "{plain_c}"], r"not a blmkd C export"),
     ("bench --threads -3", ["bench", "{onnx}", "--threads", "-3"], r"--threads must be ≥ 1"),
-    ("train-teacher --device tpu", ["train-teacher", "-d", "{crop}", "--device", "tpu", "--out", "{tmp}/t"], r"tpu"),
-    ("train-student --device tpu", ["train-student", "--student", "blm_test", "-d", "{crop}", "--device", "tpu", "--out", "{tmp}/t"], r"tpu"),
+    (
+        "train-teacher --device tpu",
+        ["train-teacher", "-d", "{crop}", "--device", "tpu", "--out", "{tmp}/t"],
+        r"tpu",
+    ),
+    (
+        "train-student --device tpu",
+        ["train-student", "--student", "blm_test", "-d", "{crop}", "--device", "tpu", "--out", "{tmp}/t"],
+        r"tpu",
+    ),
     ("bench --device tpu", ["bench", "{onnx}", "--device", "tpu"], r"--device must be cpu or cuda"),
-    ("predict --device tpu", ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--device", "tpu"], r"tpu"),
+    (
+        "predict --device tpu",
+        ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--device", "tpu"],
+        r"tpu",
+    ),
     ("train --lr nan", ["train-teacher", "--lr", "nan"], r"--lr must be > 0, got nan"),
     ("train --weight-decay -1", ["train-teacher", "--weight-decay", "-1"], r"--weight-decay must be ≥ 0"),
-    ("resume with another model", ["train-teacher", "--model", "ssa_mamba_test", "-d", "{crop}", "--epochs", "1", "--ema", "0", "--out", "{run}", "--resume", "--no-progress"], r"--resume: .* holds a 'blm_test' run, not 'ssa_mamba_test'"),
+    (
+        "resume with another model",
+        [
+            "train-teacher",
+            "--model",
+            "ssa_mamba_test",
+            "-d",
+            "{crop}",
+            "--epochs",
+            "1",
+            "--ema",
+            "0",
+            "--out",
+            "{run}",
+            "--resume",
+            "--no-progress",
+        ],
+        r"--resume: .* holds a 'blm_test' run, not 'ssa_mamba_test'",
+    ),
     # silent acceptances, now refused
     ("--fill nan", ["split", "{crop}", "--fill", "nan"], r"--fill must be a finite number"),
     ("--patience -1", ["train-teacher", "--patience", "-1"], r"--patience must be ≥ 0"),
     ("--lr-warmup -3", ["train-student", "--lr-warmup", "-3"], r"--lr-warmup must be ≥ 0"),
-    ("--seeds 0,,1", ["train-teacher", "-d", "{crop}", "--seeds", "0,,1", "--out", "{tmp}/s"], r"--seeds .* without empty items"),
+    (
+        "--seeds 0,,1",
+        ["train-teacher", "-d", "{crop}", "--seeds", "0,,1", "--out", "{tmp}/s"],
+        r"--seeds .* without empty items",
+    ),
     ("--seeds ,", ["train-teacher", "-d", "{crop}", "--seeds", ",", "--out", "{tmp}/s"], r"--seeds"),
     ("--seeds empty", ["train-student", "-d", "{crop}", "--seeds", "", "--out", "{tmp}/s"], r"--seeds"),
-    ("--seeds letters", ["train-teacher", "-d", "{crop}", "--seeds", "a,b", "--out", "{tmp}/s"], r"--seeds must be comma-separated integers"),
-    ("--seeds negative", ["train-student", "-d", "{crop}", "--seeds", "1,-2", "--out", "{tmp}/s"], r"--seeds must be non-negative"),
-    ("predict --batch 0", ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--batch", "0"], r"--batch must be ≥ 1"),
-    ("bench: every artifact refused", ["bench", "{order_c}", "--dataset", "{crop}", "--runs", "3", "--batch", "1"], r"no artifact could be benchmarked"),
+    (
+        "--seeds letters",
+        ["train-teacher", "-d", "{crop}", "--seeds", "a,b", "--out", "{tmp}/s"],
+        r"--seeds must be comma-separated integers",
+    ),
+    (
+        "--seeds negative",
+        ["train-student", "-d", "{crop}", "--seeds", "1,-2", "--out", "{tmp}/s"],
+        r"--seeds must be non-negative",
+    ),
+    (
+        "predict --batch 0",
+        ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--batch", "0"],
+        r"--batch must be ≥ 1",
+    ),
+    (
+        "bench: every artifact refused",
+        ["bench", "{order_c}", "--dataset", "{crop}", "--runs", "3", "--batch", "1"],
+        r"no artifact could be benchmarked",
+    ),
     # tampered artifacts: what changed is named
-    ("checkpoint preprocessing edited", ["evaluate", "{pp_ckpt}"], r"preprocessing changed since it was written"),
+    (
+        "checkpoint preprocessing edited",
+        ["evaluate", "{pp_ckpt}"],
+        r"preprocessing changed since it was written",
+    ),
     ("checkpoint split edited", ["evaluate", "{split_ckpt}"], r"split changed since it was written"),
     ("checkpoint config edited", ["evaluate", "{cfg_ckpt}"], r"model changed since it was written"),
     ("checkpoint seal replaced", ["evaluate", "{seal_ckpt}"], r"not a blmkd seal"),
@@ -195,19 +280,63 @@ CASES: list[tuple] = [
     ("checkpoint missing", ["evaluate", "{tmp}/nope.safetensors"], r"not found"),
     ("run folder without best", ["evaluate", "{empty_dir}"], r"without best.safetensors"),
     ("export a tampered checkpoint", ["export", "{pp_ckpt}", "-o", "{tmp}/e1"], r"preprocessing changed"),
-    ("predict with a tampered checkpoint", ["predict", "{split_ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"split changed"),
+    (
+        "predict with a tampered checkpoint",
+        ["predict", "{split_ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"split changed",
+    ),
     ("ONNX preprocessing edited", ["bench", "{pp_onnx}"], r"preprocessing changed since it was exported"),
     ("ONNX classes edited", ["bench", "{cls_onnx}"], r"classes changed since it was exported"),
-    ("ONNX weights edited", ["predict", "{w_onnx}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"graph and weights changed"),
-    ("ONNX preprocessing edited, predict", ["predict", "{pp_onnx}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"preprocessing changed"),
-    ("C #define BLM_LP edited", ["predict", "{lp_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"code and weights changed"),
-    ("C blm_order edited", ["predict", "{order_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"code and weights changed"),
-    ("C blm_order edited and resealed", ["predict", "{order_resealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"scan order is not a permutation"),
-    ("C metadata edited", ["predict", "{meta_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"metadata changed"),
-    ("C bands edited and resealed", ["predict", "{bands_resealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"compiled with bands 200 but its metadata says 201"),
-    ("C seal removed", ["predict", "{unsealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"no BLMKD-SEAL"),
-    ("C weight edited", ["predict", "{weight_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"], r"code and weights changed"),
-    ("compare with an edited best.json", ["compare", "{edited_run}", "{run}"], r"best.json does not match the sealed metadata"),
+    (
+        "ONNX weights edited",
+        ["predict", "{w_onnx}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"graph and weights changed",
+    ),
+    (
+        "ONNX preprocessing edited, predict",
+        ["predict", "{pp_onnx}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"preprocessing changed",
+    ),
+    (
+        "C #define BLM_LP edited",
+        ["predict", "{lp_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"code and weights changed",
+    ),
+    (
+        "C blm_order edited",
+        ["predict", "{order_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"code and weights changed",
+    ),
+    (
+        "C blm_order edited and resealed",
+        ["predict", "{order_resealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"scan order is not a permutation",
+    ),
+    (
+        "C metadata edited",
+        ["predict", "{meta_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"metadata changed",
+    ),
+    (
+        "C bands edited and resealed",
+        ["predict", "{bands_resealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"compiled with bands 200 but its metadata says 201",
+    ),
+    (
+        "C seal removed",
+        ["predict", "{unsealed_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"no BLMKD-SEAL",
+    ),
+    (
+        "C weight edited",
+        ["predict", "{weight_c}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
+        r"code and weights changed",
+    ),
+    (
+        "compare with an edited best.json",
+        ["compare", "{edited_run}", "{run}"],
+        r"best.json does not match the sealed metadata",
+    ),
     # usage and names
     ("unknown command", ["trian"], r"No such command"),
     ("unknown option", ["train-teacher", "--lrr", "1"], r"No such option: --lrr"),
@@ -225,8 +354,16 @@ CASES: list[tuple] = [
     ("even patch", ["split", "{crop}", "--patch", "4"], r"odd|patch"),
     ("--amp fp8", ["train-teacher", "--amp", "fp8"], r"--amp must be one of"),
     ("--kd-loss bad", ["distill", "-t", "{run}", "--kd-loss", "l2", "--out", "{tmp}/d"], r"kd-loss|l2"),
-    ("distill from a missing teacher", ["distill", "-t", "{tmp}/no_teacher", "--out", "{tmp}/d"], r"not found"),
-    ("distill from a tampered teacher", ["distill", "-t", "{pp_ckpt}", "--out", "{tmp}/d"], r"preprocessing changed"),
+    (
+        "distill from a missing teacher",
+        ["distill", "-t", "{tmp}/no_teacher", "--out", "{tmp}/d"],
+        r"not found",
+    ),
+    (
+        "distill from a tampered teacher",
+        ["distill", "-t", "{pp_ckpt}", "--out", "{tmp}/d"],
+        r"preprocessing changed",
+    ),
     ("evaluate --set bad", ["evaluate", "{ckpt}", "--set", "all"], r"--set must be test, val or train"),
     ("evaluate --json read-only", ["evaluate", "{ckpt}", "--json", "{ro}/r.json"], r"not writable"),
     ("evaluate --json is a folder", ["evaluate", "{ckpt}", "--json", "{empty_dir}"], r"is a folder"),
@@ -235,9 +372,21 @@ CASES: list[tuple] = [
     ("compare folder without runs", ["compare", "{empty_dir}", "{run}"], r"no runs under"),
     ("models --family bad", ["models", "--family", "giant"], r"giant|family"),
     ("datasets info unknown", ["datasets", "info", "no_such_scene"], r"no_such_scene"),
-    ("export --calibration bad", ["export", "{ckpt}", "--int8", "--calibration", "magic", "-o", "{tmp}/e2"], r"magic|calibration"),
-    ("export --trt --target bad", ["export", "{ckpt}", "--trt", "--target", "toaster", "-o", "{tmp}/e3"], r"toaster"),
-    ("export existing without --force", ["export", "{ckpt}", "--onnx", "-o", "{onnx_dir}"], r"already exists"),
+    (
+        "export --calibration bad",
+        ["export", "{ckpt}", "--int8", "--calibration", "magic", "-o", "{tmp}/e2"],
+        r"magic|calibration",
+    ),
+    (
+        "export --trt --target bad",
+        ["export", "{ckpt}", "--trt", "--target", "toaster", "-o", "{tmp}/e3"],
+        r"toaster",
+    ),
+    (
+        "export existing without --force",
+        ["export", "{ckpt}", "--onnx", "-o", "{onnx_dir}"],
+        r"already exists",
+    ),
     ("export a teacher-less path", ["export", "{tmp}/nothing", "-o", "{tmp}/e4"], r"not found"),
     ("bench --batch 0", ["bench", "{onnx}", "--batch", "0"], r"--batch must be positive"),
     ("bench --batch letters", ["bench", "{onnx}", "--batch", "a,b"], r"--batch must be comma-separated"),
@@ -246,10 +395,26 @@ CASES: list[tuple] = [
     ("bench --targets-file bad TOML", ["bench", "{onnx}", "--targets-file", "{bad_toml}"], r"targets.toml"),
     ("bench unknown artifact type", ["bench", "{file}"], r"unknown artifact type|a_file.txt"),
     ("bench missing model", ["bench", "{tmp}/nope.onnx"], r"not found"),
-    ("predict --out unknown suffix", ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.bmp"], r"\.bmp"),
-    ("predict --out read-only", ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{ro}/m.npy"], r"not writable"),
-    ("predict --mode bad", ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--mode", "fast"], r"fast|--mode"),
-    ("predict missing scene", ["predict", "{ckpt}", "--scene", "{tmp}/none.npy", "--out", "{tmp}/m.npy"], r"none.npy"),
+    (
+        "predict --out unknown suffix",
+        ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.bmp"],
+        r"\.bmp",
+    ),
+    (
+        "predict --out read-only",
+        ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{ro}/m.npy"],
+        r"not writable",
+    ),
+    (
+        "predict --mode bad",
+        ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy", "--mode", "fast"],
+        r"fast|--mode",
+    ),
+    (
+        "predict missing scene",
+        ["predict", "{ckpt}", "--scene", "{tmp}/none.npy", "--out", "{tmp}/m.npy"],
+        r"none.npy",
+    ),
     ("train --out is a file", ["train-teacher", "-d", "{crop}", "--out", "{file}"], r"--out .* is a file"),
     ("train --out read-only", ["train-student", "-d", "{crop}", "--out", "{ro}"], r"--out .* not writable"),
     ("demo --out is a file", ["demo", "--out", "{file}"], r"--out .* is a file"),
@@ -305,7 +470,9 @@ def test_every_numeric_option_has_bounds():
     """A new numeric option cannot slip in unchecked: each needs an entry in NUMERIC_BOUNDS."""
     missing = sorted({f"{cmd} {opt}" for cmd, opt, _, _ in numeric_options(app) if opt not in NUMERIC_BOUNDS})
     assert not missing, missing
-    unchecked = sorted({f"{cmd} {opt}" for cmd, opt, info, _ in numeric_options(app) if info.callback is None})
+    unchecked = sorted(
+        {f"{cmd} {opt}" for cmd, opt, info, _ in numeric_options(app) if info.callback is None}
+    )
     assert not unchecked, unchecked
 
 

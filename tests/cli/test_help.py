@@ -47,7 +47,9 @@ def test_command_help(cmd):
     assert params or cmd == ["datasets"]
     for p in params:
         if p.param_type_name == "argument":
-            assert re.search(rf"^│[ *]+{re.escape(p.name)}(\.\.\.)? ", result.output, re.M), p.name  # Arguments panel
+            assert re.search(rf"^│[ *]+{re.escape(p.name)}(\.\.\.)? ", result.output, re.M), (
+                p.name
+            )  # Arguments panel
         for opt in p.opts if p.param_type_name == "option" else ():
             assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", result.output), opt
 

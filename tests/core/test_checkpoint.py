@@ -14,7 +14,9 @@ from blmkd.models import create_model
 def saved(tmp_path):
     torch.manual_seed(0)
     model = create_model("ssa_mamba_test", bands=12, num_classes=3).eval()
-    path = save_checkpoint(tmp_path / "m.safetensors", model, {"data": {"classes": []}, "metrics": {"val_oa": 0.5}})
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", model, {"data": {"classes": []}, "metrics": {"val_oa": 0.5}}
+    )
     return model, path
 
 

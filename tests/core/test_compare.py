@@ -36,9 +36,15 @@ def test_mixed_signs_ties_and_a_worse():
     assert (s["wins"], s["losses"], s["ties"]) == (0, 3, 1)
     # deltas −5, 0, −5, −10 pp: mean −5, sd √(50/3) = 4.0825, t(0.975, 3) = 3.182446
     # -> half width 3.182446 · 4.0825 / 2 = 6.4961 pp: [−11.496, +1.496] pp holds 0
-    assert s["mean_delta"] == pytest.approx(-0.05) and s["std_delta"] == pytest.approx(math.sqrt(50 / 3) / 100)
-    assert s["ci95"] == pytest.approx([-0.114961, 0.014961], abs=1e-6) and s["verdict"] == "no difference shown"
-    assert s["p_signflip"] == pytest.approx(4 / 16)  # the tie's sign is free: 2 of 8 flips of the rest reach 20 pp
+    assert s["mean_delta"] == pytest.approx(-0.05) and s["std_delta"] == pytest.approx(
+        math.sqrt(50 / 3) / 100
+    )
+    assert (
+        s["ci95"] == pytest.approx([-0.114961, 0.014961], abs=1e-6) and s["verdict"] == "no difference shown"
+    )
+    assert s["p_signflip"] == pytest.approx(
+        4 / 16
+    )  # the tie's sign is free: 2 of 8 flips of the rest reach 20 pp
     assert s["p_t"] == pytest.approx(0.09172, abs=5e-5)  # t = −5 / (4.0825 / 2) = −2.449, df 3
     # the six pairs of test_paired_stats_by_hand with A and B swapped: the interval excludes 0 below it
     worse = paired_stats([0.5] * 6, [0.5 + k / 100 for k in range(1, 7)])
@@ -62,9 +68,16 @@ def test_compare_pairs_real_runs_by_split(ip_crop_path, tmp_path, capsys):
     assert [r.seed for r in a] == [0, 1, 2] and len({r.digest for r in a}) == 3
     res = compare_runs(a, b)
     assert [p["seed"] for p in res["pairs"]] == [1, 2]  # seeds 0 (A) and 3 (B) have no partner
-    assert res["unpaired_a"] == [str(tmp_path / "A" / "seed_0")] and res["unpaired_b"] == [str(tmp_path / "B" / "seed_3")]
-    want = [json.loads((tmp_path / d / "best.json").read_text())["metrics"]["test"]["oa"] for d in ("A/seed_1", "B/seed_1")]
-    assert res["pairs"][0]["oa_a"] == pytest.approx(want[0]) and res["pairs"][0]["oa_b"] == pytest.approx(want[1])
+    assert res["unpaired_a"] == [str(tmp_path / "A" / "seed_0")] and res["unpaired_b"] == [
+        str(tmp_path / "B" / "seed_3")
+    ]
+    want = [
+        json.loads((tmp_path / d / "best.json").read_text())["metrics"]["test"]["oa"]
+        for d in ("A/seed_1", "B/seed_1")
+    ]
+    assert res["pairs"][0]["oa_a"] == pytest.approx(want[0]) and res["pairs"][0]["oa_b"] == pytest.approx(
+        want[1]
+    )
     assert res["stats"]["oa"]["deltas"][0] == pytest.approx(want[0] - want[1])
 
     # per class: the mean over the two pairs of each run's recorded per-class test accuracy
@@ -78,7 +91,16 @@ def test_compare_pairs_real_runs_by_split(ip_crop_path, tmp_path, capsys):
         assert r["mean_delta"] == pytest.approx(a_mean - b_mean) and r["n"] == 2 and 0 <= r["wins"] <= 2
 
     capsys.readouterr()
-    main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--json", str(tmp_path / "cmp.json"), "--per-class"])
+    main(
+        [
+            "compare",
+            str(tmp_path / "A"),
+            str(tmp_path / "B"),
+            "--json",
+            str(tmp_path / "cmp.json"),
+            "--per-class",
+        ]
+    )
     out = capsys.readouterr().out
     assert "verdict (OA)" in out and "not paired (A" in out and "n = 2 pairs" in out
     assert "per-class test accuracy" in out and rows["A/seed_1"][0]["name"] in out
@@ -88,7 +110,16 @@ def test_compare_pairs_real_runs_by_split(ip_crop_path, tmp_path, capsys):
 
     # metrics from an `evaluate --json` file in each run directory (here: the train split's)
     for s in (0, 1, 2):
-        main(["evaluate", str(tmp_path / "A" / f"seed_{s}"), "--set", "train", "--json", str(tmp_path / "A" / f"seed_{s}" / "train.json")])
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "A" / f"seed_{s}"),
+                "--set",
+                "train",
+                "--json",
+                str(tmp_path / "A" / f"seed_{s}" / "train.json"),
+            ]
+        )
     res2 = compare_runs(collect_runs(tmp_path / "A", "train.json"), b)
     got = json.loads((tmp_path / "A" / "seed_1" / "train.json").read_text())["oa"]
     assert res2["pairs"][0]["oa_a"] == pytest.approx(got)
@@ -104,7 +135,10 @@ def test_compare_bad_input_is_one_line(ip_crop_path, tmp_path, capsys):
         ([str(tmp_path / "empty"), str(tmp_path / "A")], "no runs under"),
         ([str(tmp_path / "A"), str(tmp_path / "other")], "share no split"),
         ([str(tmp_path / "A"), str(tmp_path / "A"), "--metric", "f1"], "--metric must be one of"),
-        ([str(tmp_path / "A"), str(tmp_path / "A"), "--a-file", "tta.json"], "not found (write it with `blmkd evaluate"),
+        (
+            [str(tmp_path / "A"), str(tmp_path / "A"), "--a-file", "tta.json"],
+            "not found (write it with `blmkd evaluate",
+        ),
     ]
     for args, message in cases:
         capsys.readouterr()
@@ -121,7 +155,11 @@ def test_per_class_pairs_needs_every_run_to_record_the_same_classes(tmp_path):
 
     got = per_class_pairs([(run([1.0, 0.5]), run([0.8, 0.5])), (run([0.6, 0.7]), run([0.8, 0.4]))])
     assert [r["name"] for r in got] == ["c1", "c2"]
-    assert got[0]["mean_a"] == pytest.approx(0.8) and got[0]["mean_delta"] == pytest.approx(0.0) and got[0]["wins"] == 1
+    assert (
+        got[0]["mean_a"] == pytest.approx(0.8)
+        and got[0]["mean_delta"] == pytest.approx(0.0)
+        and got[0]["wins"] == 1
+    )
     assert got[1]["mean_delta"] == pytest.approx(0.15) and got[1]["wins"] == 1 and got[1]["support"] == 10
     assert per_class_pairs([(run([1.0, 0.5]), run([]))]) == []  # B recorded none
     assert per_class_pairs([(run([1.0, 0.5]), run([0.8, 0.5], ids=(1, 3)))]) == []  # other classes

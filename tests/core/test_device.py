@@ -88,7 +88,14 @@ def test_fp32_training_runs_without_autocast(ip_bundle, tmp_path):
         logits = m(x)
         return torch.nn.functional.cross_entropy(logits, y), logits, {}
 
-    fit(model, ip_bundle, TrainConfig(epochs=1, batch_size=128, patience=0), tmp_path, objective=probe, progress=False)
+    fit(
+        model,
+        ip_bundle,
+        TrainConfig(epochs=1, batch_size=128, patience=0),
+        tmp_path,
+        objective=probe,
+        progress=False,
+    )
     assert seen and not any(seen)
 
 
@@ -118,7 +125,10 @@ def test_training_on_the_gpu_matches_the_cpu_closely(ip_bundle, tmp_path):
         D.set_local_device(dev)
         torch.manual_seed(0)
         model = create_model(  # no dropout: the two devices would draw different masks
-            "ssa_mamba_test", bands=ip_bundle.scene.bands, num_classes=ip_bundle.scene.num_classes, dropout=0.0
+            "ssa_mamba_test",
+            bands=ip_bundle.scene.bands,
+            num_classes=ip_bundle.scene.num_classes,
+            dropout=0.0,
         )
         res = fit(model, ip_bundle, cfg, tmp_path / dev, progress=False)
         results[dev] = res

@@ -91,4 +91,6 @@ def test_refuses_when_the_models_pixels_cannot_be_rebuilt(ip_crop_path, tmp_path
         main(["evaluate", str(run), "--dataset", str(other), "--seed", "3"])
     assert e.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: cannot rebuild the pixels best.safetensors was trained on")
+    assert len(err) == 1 and err[0].startswith(
+        "error: cannot rebuild the pixels best.safetensors was trained on"
+    )

@@ -42,7 +42,9 @@ def test_seal_names_each_changed_part():
     assert changed_parts(s, {"a": b"1", "b": b"2"}) == []
     assert changed_parts(s, {"a": b"1", "b": b"3"}) == ["b"]
     assert changed_parts(s, {"a": b"1", "b": b"2", "c": b""}) == ["c"]
-    assert changed_parts({**s, "parts": {"a": "0" * 64, "b": s["parts"]["b"]}}, {"a": b"1", "b": b"2"}) == ["seal"]
+    assert changed_parts({**s, "parts": {"a": "0" * 64, "b": s["parts"]["b"]}}, {"a": b"1", "b": b"2"}) == [
+        "seal"
+    ]
     assert changed_parts("no seal", {}) is None
 
 
@@ -102,7 +104,11 @@ def test_class_names_from_a_file(tmp_path):
     assert with_class_names(sc, read_class_names(plain)).class_names == ["Corn", "Wheat", "Soy"]
     assert with_class_names(sc, read_class_names(by_id)).class_names == ["Corn", "Wheat", "Soy"]
     assert sc.class_names == ["class 2", "class 5", "class 9"]  # the original is not mutated
-    assert with_class_names(sc, {"2": "a", "5": "b", "9": "c"}).class_names == ["a", "b", "c"]  # ids from JSON
+    assert with_class_names(sc, {"2": "a", "5": "b", "9": "c"}).class_names == [
+        "a",
+        "b",
+        "c",
+    ]  # ids from JSON
     with pytest.raises(DataError, match="2 class names for 3 classes"):
         with_class_names(sc, ["a", "b"])
     with pytest.raises(DataError, match=r"ids \[7\] do not fit"):
@@ -126,7 +132,16 @@ def test_train_records_class_names(ip_crop_path, tmp_path):
 def test_compare_follows_symlinked_runs(ip_crop_path, tmp_path):
     from blmkd.compare import collect_runs
 
-    main_args = ["train-student", "--student", "blm_test", "-d", str(ip_crop_path), "--epochs", "1", "--no-progress"]
+    main_args = [
+        "train-student",
+        "--student",
+        "blm_test",
+        "-d",
+        str(ip_crop_path),
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     from blmkd.cli import main
 
     main([*main_args, "--seed", "1", "--out", str(tmp_path / "real" / "seed_1")])
@@ -147,7 +162,10 @@ def test_bench_row_labels_are_unique():
     _unique_names(rows)
     names = [r["name"] for r in rows]
     assert len(set(names)) == 4
-    assert names[0] == "blm_t · PyTorch (a/best.safetensors)" and names[1] == "blm_t · PyTorch (b/best.safetensors)"
+    assert (
+        names[0] == "blm_t · PyTorch (a/best.safetensors)"
+        and names[1] == "blm_t · PyTorch (b/best.safetensors)"
+    )
 
 
 def test_bench_fails_an_export_that_contradicts_its_recorded_check():

@@ -53,7 +53,9 @@ def test_lock_refuses_a_second_writer_and_is_taken_over_after_a_kill(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert json.loads((tmp_path / ".blmkd.lock").read_text())["pid"] == proc.pid  # the dead writer's lock is still there
+    assert (
+        json.loads((tmp_path / ".blmkd.lock").read_text())["pid"] == proc.pid
+    )  # the dead writer's lock is still there
     with RunLock(tmp_path).acquire() as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
 
@@ -62,7 +64,11 @@ def test_claim_run_cleans_leftovers_and_refuses_to_overwrite(teacher_run, tmp_pa
     run = tmp_path / "run"
     shutil.copytree(teacher_run, run)
     # what kills between and inside atomic writes leave: 0-byte and partial temp files, a stale sidecar
-    leftovers = [run / ".best.safetensors.ab12cd34.safetensors", run / ".metrics.jsonl.x_9yz0ab.tmp", run / "cube.npz.part"]
+    leftovers = [
+        run / ".best.safetensors.ab12cd34.safetensors",
+        run / ".metrics.jsonl.x_9yz0ab.tmp",
+        run / "cube.npz.part",
+    ]
     leftovers[0].touch()
     leftovers[1].write_text('{"epoch": 1')
     leftovers[2].write_bytes(b"\0" * 10)
@@ -70,7 +76,9 @@ def test_claim_run_cleans_leftovers_and_refuses_to_overwrite(teacher_run, tmp_pa
     with pytest.raises(RunError, match="already holds a run .*--resume.*--force"):
         claim_run(run)
     assert not any(p.exists() for p in leftovers)
-    assert json.loads((run / "best.json").read_text()) == load_checkpoint(run).meta  # rewritten from the checkpoint
+    assert (
+        json.loads((run / "best.json").read_text()) == load_checkpoint(run).meta
+    )  # rewritten from the checkpoint
     with pytest.raises(RunError, match="give one of them"):
         claim_run(run, resume=True, force=True)
     with claim_run(run, resume=True):
@@ -84,7 +92,9 @@ def test_claim_run_cleans_leftovers_and_refuses_to_overwrite(teacher_run, tmp_pa
         claim_run(tmp_path / "file")
 
 
-def test_cli_refuses_overwrite_changed_resume_and_duplicate_seeds(teacher_run, ip_crop_path, tmp_path, capsys):
+def test_cli_refuses_overwrite_changed_resume_and_duplicate_seeds(
+    teacher_run, ip_crop_path, tmp_path, capsys
+):
     run = tmp_path / "run"
     shutil.copytree(teacher_run, run)
     before = (run / "best.safetensors").read_bytes()

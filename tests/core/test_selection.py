@@ -73,7 +73,9 @@ def test_ties_in_val_oa_keep_the_lowest_loss_epoch_not_the_first(easy_bundle, tm
     vr, vc, vy = b.coords("val")
     m = best.build_model()
     with torch.inference_mode():
-        ce = torch.nn.functional.cross_entropy(m(b.extractor(m.input_kind).gather(vr, vc)), torch.as_tensor(vy))
+        ce = torch.nn.functional.cross_entropy(
+            m(b.extractor(m.input_kind).gather(vr, vc)), torch.as_tensor(vy)
+        )
     assert float(ce) == pytest.approx(sel["val_loss"], rel=1e-4)
 
 
@@ -89,7 +91,13 @@ def test_resume_keeps_the_tie_break_state_and_reads_old_checkpoints(easy_bundle,
         m.set_dequant(*[torch.as_tensor(a) for a in b.prep.dequant_affine()])
         return m
 
-    fit(student(), b, TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_epochs=1, patience=0), tmp_path, progress=False)
+    fit(
+        student(),
+        b,
+        TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_epochs=1, patience=0),
+        tmp_path,
+        progress=False,
+    )
     st = load_checkpoint(tmp_path / "last.safetensors").meta["train_state"]
     assert math.isfinite(st["best_val_loss"]) and st["best_val_loss"] > 0
     # A checkpoint written before the tie-break existed has no best_val_loss: it still resumes.

@@ -83,7 +83,9 @@ def test_nan_loss_stops_with_epoch_and_keeps_last_good(ip_bundle, tmp_path):
         calls["n"] += 1
         return loss, logits, {}
 
-    with pytest.raises(TrainingError, match="at epoch 2; training stopped, the checkpoint of epoch 1 is kept in .*last"):
+    with pytest.raises(
+        TrainingError, match="at epoch 2; training stopped, the checkpoint of epoch 1 is kept in .*last"
+    ):
         fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=3, batch_size=256, patience=0), tmp_path,
             objective=objective, progress=False)  # fmt: skip
     last = load_checkpoint(tmp_path / "last.safetensors")
@@ -106,7 +108,9 @@ def test_cli_train_teacher_and_evaluate(ip_crop_path, tmp_path, capsys):
     assert rep["set"] == "test" and len(rep["per_class"]) == 10
     # the checkpoint rebuilt from its file, on the split it records: what training measured
     recorded = load_checkpoint(out).meta["metrics"]["test"]
-    assert (rep["oa"], rep["aa"], rep["kappa"]) == pytest.approx((recorded["oa"], recorded["aa"], recorded["kappa"]))
+    assert (rep["oa"], rep["aa"], rep["kappa"]) == pytest.approx(
+        (recorded["oa"], recorded["aa"], recorded["kappa"])
+    )
     text = capsys.readouterr().out
     assert "OA" in text and "confusion" in text
     main(["evaluate", str(out), "--tta", "--json", str(tmp_path / "tta.json")])
@@ -129,7 +133,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_checkpoint_dataset_mismatch(ip_bundle, tmp_path, capsys):
     import numpy as np
 
-    fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=1, batch_size=256, patience=0), tmp_path / "r", progress=False)
+    fit(
+        _teacher(ip_bundle),
+        ip_bundle,
+        TrainConfig(epochs=1, batch_size=256, patience=0),
+        tmp_path / "r",
+        progress=False,
+    )
     cube = np.random.default_rng(0).random((20, 20, 50)).astype("float32")
     gt = np.zeros((20, 20), dtype="uint8")
     gt[:10] = 1
@@ -174,7 +184,13 @@ def test_fit_with_ema_keeps_the_average_as_best_and_resumes(ip_bundle, tmp_path)
     assert res.epochs_run == 2
     assert load_checkpoint(tmp_path / "last.safetensors").meta["train_state"]["ema_updates"] == 2 * steps
     # a run trained without --ema cannot be resumed with it
-    fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=1, batch_size=256, patience=0), tmp_path / "plain", progress=False)
+    fit(
+        _teacher(ip_bundle),
+        ip_bundle,
+        TrainConfig(epochs=1, batch_size=256, patience=0),
+        tmp_path / "plain",
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="averaged weights"):
         fit(_teacher(ip_bundle), ip_bundle, TrainConfig(epochs=2, batch_size=256, patience=0, ema=0.9), tmp_path / "plain",
             resume=True, progress=False)  # fmt: skip
@@ -202,7 +218,9 @@ def test_class_balance_weights_by_hand():
     torch.testing.assert_close(w, torch.tensor([scale / e5, scale / e143, 0.0]))
     assert w[0] / w[1] == pytest.approx(e143 / e5, rel=1e-6)  # ≈ 2.44: the small class weighs more
     assert (w[torch.tensor(labels)].mean()).item() == pytest.approx(1.0, rel=1e-6)
-    torch.testing.assert_close(class_balance_weights(labels, 3, 0.0), torch.tensor([1.0, 1.0, 0.0]))  # β = 0: plain CE
+    torch.testing.assert_close(
+        class_balance_weights(labels, 3, 0.0), torch.tensor([1.0, 1.0, 0.0])
+    )  # β = 0: plain CE
     with pytest.raises(ValueError, match="β"):
         class_balance_weights(labels, 3, 1.0)
 

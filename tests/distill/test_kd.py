@@ -87,7 +87,9 @@ def test_unlabelled_pool_adds_lambda_times_kd_on_pixels_without_labels(bundle, t
     idx = torch.arange(0, 16)
     x = bundle.byte_extractor.gather(rows[:16], cols[:16])
     y = torch.from_numpy(labels[:16])
-    total, _, parts = kd_objective(cfg, cache, pool=pool, seed=3)(student, x, y, idx, torch.zeros(16, dtype=torch.long), 1)
+    total, _, parts = kd_objective(cfg, cache, pool=pool, seed=3)(
+        student, x, y, idx, torch.zeros(16, dtype=torch.long), 1
+    )
     j = torch.randint(0, 50, (16,), generator=torch.Generator().manual_seed(3)).numpy()  # the pixels it drew
     loss = DistillationLoss(temperature=2.0)
     base, _ = loss(student(x), cache[idx, 0], y, 0.5)
@@ -106,7 +108,9 @@ def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
     assert ck.meta["split"]["digest"] == load_checkpoint(teacher_dir).meta["split"]["digest"]  # same split
     test = ck.meta["metrics"]["test"]  # OA is the support-weighted mean of the per-class accuracies
     rows = [r for r in test["per_class"] if r["support"]]
-    assert test["oa"] == pytest.approx(sum(r["accuracy"] * r["support"] for r in rows) / sum(r["support"] for r in rows))
+    assert test["oa"] == pytest.approx(
+        sum(r["accuracy"] * r["support"] for r in rows) / sum(r["support"] for r in rows)
+    )
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["lambda"] for r in log] == [0.0, 1.0]
     text = capsys.readouterr().out
@@ -117,7 +121,9 @@ def test_decoupled_kd_objective_targets_the_label_and_the_cli_records_it(bundle,
     teacher = load_checkpoint(teacher_dir).build_model()
     cache = teacher_cache(teacher, bundle, variants=1)
     rows, cols, labels = bundle.coords("train")
-    cfg = KDConfig(temperature=2.0, kd_loss="dkd", warmup_epochs=0, lambda_max=0.5, dkd_alpha=0.25, dkd_beta=2.0)
+    cfg = KDConfig(
+        temperature=2.0, kd_loss="dkd", warmup_epochs=0, lambda_max=0.5, dkd_alpha=0.25, dkd_beta=2.0
+    )
     student = _student(bundle).eval()
     x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32])
     idx = torch.arange(32)
@@ -142,7 +148,9 @@ def _step_on_32_pixels(bundle, teacher_dir, cfg, **objective_kwargs):
     student = _student(bundle).eval()
     x, y = bundle.byte_extractor.gather(rows[:32], cols[:32]), torch.from_numpy(labels[:32]).long()
     idx = torch.arange(32)
-    total, _, _ = kd_objective(cfg, cache, **objective_kwargs)(student, x, y, idx, torch.zeros(32, dtype=torch.long), 1)
+    total, _, _ = kd_objective(cfg, cache, **objective_kwargs)(
+        student, x, y, idx, torch.zeros(32, dtype=torch.long), 1
+    )
     with torch.inference_mode():
         z_s = student(x)
     return total, z_s, y, cache[idx, 0]
@@ -200,7 +208,11 @@ def test_cli_distill_says_how_many_unlabelled_pixels_it_used(teacher_dir, tmp_pa
     main(["distill", "--teacher", str(teacher_dir), "--student", "blm_test", "--epochs", "1", "--batch", "256",
           "--unlabelled", "5000", "--out", str(out), "--no-progress"])  # fmt: skip
     kd = load_checkpoint(out).meta["kd"]
-    assert (kd["unlabelled"], kd["unlabelled_used"], kd["unlabelled_available"]) == (5000, available, available)
+    assert (kd["unlabelled"], kd["unlabelled_used"], kd["unlabelled_available"]) == (
+        5000,
+        available,
+        available,
+    )
     text = capsys.readouterr().out.replace("\n", " ")
     assert f"unlabelled pixels: {available} used of {available}" in text and "fewer than asked" in text
 
@@ -208,7 +220,9 @@ def test_cli_distill_says_how_many_unlabelled_pixels_it_used(teacher_dir, tmp_pa
 def test_ensemble_cache_is_the_mean_of_the_members(bundle, teacher_dir):
     t = load_checkpoint(teacher_dir).build_model()
     torch.manual_seed(1)
-    other = create_model("ssa_mamba_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes).eval()
+    other = create_model(
+        "ssa_mamba_test", bands=bundle.scene.bands, num_classes=bundle.scene.num_classes
+    ).eval()
     one, two = teacher_cache(t, bundle, 2), teacher_cache(other, bundle, 2)
     assert torch.equal(ensemble_cache([t], bundle, 2), one)
     assert torch.allclose(ensemble_cache([t, other], bundle, 2), (one + two) / 2, atol=1e-6)

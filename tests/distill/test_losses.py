@@ -109,7 +109,9 @@ def test_dkd_without_its_target_term_leaves_the_confidence_to_the_labels():
     assert KDLoss(2.0, "dkd", 0.0, 1.0)(z_s, z_t, y).item() == pytest.approx(0.0, abs=1e-6)
     assert KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t, y).item() > 0.1  # TCKD sees the confidence gap
     # without labels the target is the teacher's top class (here the same)
-    assert KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t).item() == pytest.approx(KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t, y).item())
+    assert KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t).item() == pytest.approx(
+        KDLoss(2.0, "dkd", 1.0, 1.0)(z_s, z_t, y).item()
+    )
     z_sg = z_s.clone().requires_grad_()
     KDLoss(2.0, "dkd", 0.5, 2.0)(z_sg, z_t, y).backward()
     assert torch.isfinite(z_sg.grad).all() and z_sg.grad.abs().sum() > 0

@@ -77,6 +77,10 @@ def student_exports(student_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("student_exports")
     # 383 test patches: the default 1 pp OA-drop limit would be 4 patches of a barely trained model.
     arts = export(
-        student_ckpt, ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte"], out, max_oa_drop=2.0, log=lines.append
+        student_ckpt,
+        ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-byte"],
+        out,
+        max_oa_drop=2.0,
+        log=lines.append,
     )
     return {a.format: a for a in arts}, lines

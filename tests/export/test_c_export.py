@@ -150,14 +150,19 @@ def test_gates_vectorize_under_strict_ieee(tmp_path):
     from blmkd.export.c_export import BASE_CFLAGS
 
     gcc = shutil.which("gcc")
-    if gcc is None or "gcc" not in subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.lower():
+    if (
+        gcc is None
+        or "gcc" not in subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.lower()
+    ):
         pytest.skip("needs GCC (its -fopt-info report)")
     src = _small_export(tmp_path, 6)
     res = subprocess.run([gcc, *BASE_CFLAGS, "-march=x86-64-v3" if _x86() else "-O3", "-fopt-info-vec-all",
                           "-DBLM_PORTABLE", "-c", str(src), "-o", str(tmp_path / "m.o")], capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "loop vectorized" in res.stderr
-    assert "control flow in loop" not in res.stderr, [ln for ln in res.stderr.splitlines() if "control flow" in ln]
+    assert "control flow in loop" not in res.stderr, [
+        ln for ln in res.stderr.splitlines() if "control flow" in ln
+    ]
 
 
 def _x86() -> bool:
@@ -203,7 +208,10 @@ def test_no_compiler_is_a_one_line_error(student_ckpt, tmp_path, monkeypatch):
 def test_compile_error_names_the_compiler_line(tmp_path, monkeypatch):
     src = _small_export(tmp_path, 3)
     monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -fblmkd-no-such-flag")
-    with pytest.raises(ExportError, match=r"m.c: the C compiler failed \(\S+ -O2 -fblmkd-no-such-flag\): .*error.*blmkd-no-such-flag"):
+    with pytest.raises(
+        ExportError,
+        match=r"m.c: the C compiler failed \(\S+ -O2 -fblmkd-no-such-flag\): .*error.*blmkd-no-such-flag",
+    ):
         CRunner(src)
 
 
@@ -211,10 +219,20 @@ def test_compile_error_names_the_compiler_line(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "edit,match",
     [
-        (lambda s: s.replace("static const float blm_enc1_b", "int evil(void) { return 1; }\nstatic const float blm_enc1_b"),
-         r"line \d+ is not generated data \('int evil"),
-        (lambda s: s.replace("#define BLM_D ", "#define BLM_D system(\"x\") + "), r"line \d+ is not generated data"),
-        (lambda s: s.replace('"model": "test"', '"model": "*/ int x; /*"'), r"line 3 is not generated data \(./\* BLMKD-META"),
+        (
+            lambda s: s.replace(
+                "static const float blm_enc1_b", "int evil(void) { return 1; }\nstatic const float blm_enc1_b"
+            ),
+            r"line \d+ is not generated data \('int evil",
+        ),
+        (
+            lambda s: s.replace("#define BLM_D ", '#define BLM_D system("x") + '),
+            r"line \d+ is not generated data",
+        ),
+        (
+            lambda s: s.replace('"model": "test"', '"model": "*/ int x; /*"'),
+            r"line 3 is not generated data \(./\* BLMKD-META",
+        ),
         (lambda s: s.replace("return 0;", "return 1;"), r"its kernel differs"),
     ],
     ids=["function", "define", "comment end", "kernel"],
@@ -241,7 +259,9 @@ def test_metadata_round_trip_survives_comment_end(tmp_path):
     classes = [{"index": 0, "id": 3, "name": "a */ b"}]
     src = _small_export(tmp_path, 1, classes=classes)
     assert read_c_metadata(src)["classes"] == classes
-    check_c_export(verify_c_source(src.read_text(), "m.c"), "m.c")  # the escaped "*/" keeps the file data-only
+    check_c_export(
+        verify_c_source(src.read_text(), "m.c"), "m.c"
+    )  # the escaped "*/" keeps the file data-only
     plain = tmp_path / "plain.c"
     plain.write_text("int main(void) { return 0; }\n")
     with pytest.raises(ExportError, match="not a blmkd C export"):
@@ -276,7 +296,9 @@ def test_stack_is_sized_for_the_kernel(tmp_path):
     assert threading.stack_size() == before
     big = BLMStudent(BLMConfig(bands=1000, num_classes=2, enc_hidden=4, d_model=4, d_state=2)).eval()
     src = tmp_path / "big.c"
-    src.write_text(seal_c_source(c_source(big, 31, _meta(big, 31))))  # 961 tokens × 1000 bands of float scratch
+    src.write_text(
+        seal_c_source(c_source(big, 31, _meta(big, 31)))
+    )  # 961 tokens × 1000 bands of float scratch
     with pytest.raises(ModelError, match=r"needs ~\d+ MiB of stack .* use its ONNX export"):
         CRunner(src)
 
@@ -284,7 +306,9 @@ def test_stack_is_sized_for_the_kernel(tmp_path):
 @needs_cc
 def test_cli_export_c_then_bench(student_ckpt, tmp_path):
     out = tmp_path / "exp"
-    res = cli.invoke(app, ["export", str(student_ckpt.path), "--c", "--onnx", "-o", str(out), "--eval-size", "64"])
+    res = cli.invoke(
+        app, ["export", str(student_ckpt.path), "--c", "--onnx", "-o", str(out), "--eval-size", "64"]
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     assert sorted(p.name for p in out.iterdir()) == ["blm_test.c", "blm_test.onnx"]
     res = cli.invoke(app, ["bench", str(out / "blm_test.c"), str(out / "blm_test.onnx"), "--runs", "20",

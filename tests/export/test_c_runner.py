@@ -52,7 +52,9 @@ def scene():
     return load_scene("indian_pines")
 
 
-def _write_envi(path, cube: np.ndarray, interleave: str, dtype: str, data_type: int, byte_order: int = 0, **over):
+def _write_envi(
+    path, cube: np.ndarray, interleave: str, dtype: str, data_type: int, byte_order: int = 0, **over
+):
     """``cube (H, W, bands)`` as a raw ENVI file ``path`` + ``path.hdr``."""
     h, w, b = cube.shape
     a = {"bil": cube.transpose(0, 2, 1), "bip": cube, "bsq": cube.transpose(2, 0, 1)}[interleave]
@@ -72,7 +74,10 @@ def _run(exe, *args, **kw) -> subprocess.CompletedProcess:
 def test_runner_map_equals_predict(runner_build, scene, tmp_path):
     """Indian Pines written as BIL: the runner's map is exactly the map `blmkd predict` writes."""
     src, exe = runner_build
-    res = cli.invoke(app, ["predict", str(src), "--scene", "indian_pines", "-o", str(tmp_path / "map.npy"), "--no-progress"])
+    res = cli.invoke(
+        app,
+        ["predict", str(src), "--scene", "indian_pines", "-o", str(tmp_path / "map.npy"), "--no-progress"],
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     want = np.load(tmp_path / "map.npy")  # original class ids, uint8
     cube = np.asarray(scene.cube)
@@ -145,7 +150,9 @@ def test_runner_memory_stays_flat_over_20000_lines(runner_build):
     lines is what it was after 1,000 (O(P·W·bands), not O(lines)), one map line per input line."""
     _, exe = runner_build
     width, bands = 32, 200
-    block = np.random.default_rng(0).integers(0, 256, (100, width, bands), dtype=np.uint8).tobytes()  # 100 lines
+    block = (
+        np.random.default_rng(0).integers(0, 256, (100, width, bands), dtype=np.uint8).tobytes()
+    )  # 100 lines
     p = subprocess.Popen([str(exe), "--width", str(width), "--interleave", "bip", "--dtype", "uint8", "-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     out = [0]
@@ -172,8 +179,12 @@ def test_runner_memory_stays_flat_over_20000_lines(runner_build):
     finally:
         p.kill()
     assert out[0] == 20_000 * width  # one map line per input line
-    assert 0 < hwm[20_000] <= hwm[1_000] + 256, f"peak RSS {hwm[1_000]} KiB after 1,000 lines, {hwm[20_000]} KiB after 20,000"
-    assert hwm[20_000] < 16 << 10  # and small: the ring of P lines, not the scene (20,000 × 32 × 200 B = 122 MiB)
+    assert 0 < hwm[20_000] <= hwm[1_000] + 256, (
+        f"peak RSS {hwm[1_000]} KiB after 1,000 lines, {hwm[20_000]} KiB after 20,000"
+    )
+    assert (
+        hwm[20_000] < 16 << 10
+    )  # and small: the ring of P lines, not the scene (20,000 × 32 × 200 B = 122 MiB)
 
 
 @pytest.mark.parametrize(
@@ -184,7 +195,10 @@ def test_runner_memory_stays_flat_over_20000_lines(runner_build):
         ("bands", r"blm_runner: the input has 199 bands; this model takes 200"),
         ("envi-dtype", r"blm_runner: .*ENVI data type 5 is not supported"),
         ("flag-dtype", r"blm_runner: --dtype float64 is not supported \(uint8, uint16, int16, float32\)"),
-        ("dtype-mismatch", r"blm_runner: .*ip\.bil is short: it holds 20 lines, the header or --lines says 10"),
+        (
+            "dtype-mismatch",
+            r"blm_runner: .*ip\.bil is short: it holds 20 lines, the header or --lines says 10",
+        ),
         ("cut-stream", r"blm_runner: the input is short: line 2 has \d+ bytes, not a whole line"),
         ("too-few-lines", r"blm_runner: the input has 2 lines; the model's 7-line window needs at least 4"),
         ("bsq-stream", r"blm_runner: BSQ needs a file and its line count"),

@@ -47,7 +47,9 @@ def _elf_machine(path) -> int:
 @needs_aarch64
 def test_aarch64_export_checked_under_qemu(student_ckpt, tmp_path):
     lines: list[str] = []
-    arts = export(student_ckpt, ["c"], tmp_path, c_target="aarch64", runner=True, eval_size=150, log=lines.append)
+    arts = export(
+        student_ckpt, ["c"], tmp_path, c_target="aarch64", runner=True, eval_size=150, log=lines.append
+    )
     names = sorted(a.path.name for a in arts)
     assert names == ["blm_test-aarch64.so", "blm_test.c", "blm_test_runner-aarch64", "blm_test_runner.c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary left behind
@@ -55,7 +57,9 @@ def test_aarch64_export_checked_under_qemu(student_ckpt, tmp_path):
     assert _elf_machine(tmp_path / "blm_test_runner-aarch64") == 183
     assert any("built for aarch64" in ln and "run under qemu-aarch64" in ln for ln in lines), lines
     t = read_c_metadata(tmp_path / "blm_test.c")["targets"]["aarch64"]
-    assert t["ran"] == "qemu-aarch64" and t["build"] == "matmul=vector vw=4 mr=4"  # NEON: 4 rows of 4 q registers
+    assert (
+        t["ran"] == "qemu-aarch64" and t["build"] == "matmul=vector vw=4 mr=4"
+    )  # NEON: 4 rows of 4 q registers
     assert t["check"]["passed"] and t["check"]["max_abs_diff"] <= 1e-3 and t["check"]["agreement"] == 1.0
 
 
@@ -79,7 +83,9 @@ def test_aarch64_logits_equal_pytorch_on_indian_pines(student_ckpt, tmp_path, ta
 def test_unknown_c_target_is_refused(student_ckpt, tmp_path):
     with pytest.raises(ExportError, match=r"unknown --c-target 'sparc'; known: aarch64, cortex-a78ae"):
         export(student_ckpt, ["c"], tmp_path, c_target="sparc", log=lambda s: None)
-    with pytest.raises(ExportError, match=r"--c-target does not apply to the requested format\(s\) onnx; it is used by --c"):
+    with pytest.raises(
+        ExportError, match=r"--c-target does not apply to the requested format\(s\) onnx; it is used by --c"
+    ):
         export(student_ckpt, ["onnx"], tmp_path, c_target="aarch64", log=lambda s: None)
     assert list(tmp_path.iterdir()) == []
 
@@ -94,7 +100,10 @@ def test_missing_cross_compiler_is_a_one_line_error(student_ckpt, tmp_path, monk
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CC", raising=False)
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match=r"--c-target: no C compiler for aarch64 \(aarch64-linux-gnu-gcc not found.*apt-get install gcc-aarch64-linux-gnu"):
+    with pytest.raises(
+        ExportError,
+        match=r"--c-target: no C compiler for aarch64 \(aarch64-linux-gnu-gcc not found.*apt-get install gcc-aarch64-linux-gnu",
+    ):
         export(student_ckpt, ["c"], out, c_target="aarch64", log=lambda s: None)
     assert not out.exists()  # refused before anything was written
 
@@ -114,5 +123,7 @@ def test_cross_compiler_as_cc_is_a_one_line_error_on_the_host(tmp_path, monkeypa
     src.write_text(c_source(model, 3, {"model": "test", "bands": 20, "patch_size": 3, "num_classes": 3}))
     monkeypatch.setenv("CC", "aarch64-linux-gnu-gcc")
     monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -std=c99")
-    with pytest.raises(ExportError, match=r"m.c: cannot load the library aarch64-linux-gnu-gcc built .*--c-target"):
+    with pytest.raises(
+        ExportError, match=r"m.c: cannot load the library aarch64-linux-gnu-gcc built .*--c-target"
+    ):
         CRunner(src)

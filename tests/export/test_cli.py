@@ -18,7 +18,11 @@ def test_export_fp16_int8_end_to_end(student_ckpt, tmp_path):
             "--calibration", "minmax", "--calib-size", "64", "--eval-size", "128", "--max-oa-drop", "3"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
-    assert sorted(p.name for p in out.iterdir()) == ["blm_test.fp16.onnx", "blm_test.int8.onnx", "blm_test.int8b.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "blm_test.fp16.onnx",
+        "blm_test.int8.onnx",
+        "blm_test.int8b.onnx",
+    ]
     assert "onnx-int8: calibrating (minmax) on 64 training patches" in result.output
     assert "argmax agreement" in result.output and "exported" in result.output
     q = open_artifact(out / "blm_test.int8.onnx").meta["quantization"]

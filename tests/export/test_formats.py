@@ -26,7 +26,8 @@ def test_formats_resolve_by_name_or_flag_in_table_order():
 
 def test_unknown_format_lists_the_known_ones():
     with pytest.raises(
-        ExportError, match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, c, trt"
+        ExportError,
+        match="unknown export format 'tflite'; known: onnx, onnx-fp16, onnx-int8, onnx-int8-byte, c, trt",
     ):
         resolve_formats(["tflite"])
 

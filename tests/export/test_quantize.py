@@ -79,10 +79,14 @@ def test_byte_input_int8_feeds_the_raw_bytes_to_an_integer_gemm(student_exports,
     dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
     assert len(dq) == 2
     x_dq = next(n for n in dq if inits[n.input[1]].ndim == 0)
-    assert inits[x_dq.input[1]] == 1.0 and inits[x_dq.input[2]] == 0 and inits[x_dq.input[2]].dtype == np.uint8
+    assert (
+        inits[x_dq.input[1]] == 1.0 and inits[x_dq.input[2]] == 0 and inits[x_dq.input[2]].dtype == np.uint8
+    )
     w_dq = next(n for n in dq if n is not x_dq)
     wq = inits[w_dq.input[0]]
-    assert wq.dtype == np.int8 and np.abs(wq).max() == 63  # 7-bit range, the largest weight of a channel at ±63
+    assert (
+        wq.dtype == np.int8 and np.abs(wq).max() == 63
+    )  # 7-bit range, the largest weight of a channel at ±63
     assert inits[w_dq.input[1]].shape == (wq.shape[1],)  # one scale per output channel
     ops = _optimized_ops(art.path, tmp_path)
     assert "MatMulIntegerToFloat" in ops and "Cast" not in ops
@@ -92,7 +96,10 @@ def test_byte_input_int8_feeds_the_raw_bytes_to_an_integer_gemm(student_exports,
     from blmkd.bench.runner import Job, format_label
     from blmkd.export import open_artifact
 
-    labels = [format_label(open_artifact(arts[f].path), Job(arts[f].path, "onnx", "cpu")) for f in ("onnx-int8", "onnx-int8-byte")]
+    labels = [
+        format_label(open_artifact(arts[f].path), Job(arts[f].path, "onnx", "cpu"))
+        for f in ("onnx-int8", "onnx-int8-byte")
+    ]
     assert labels == ["ONNX INT8", "ONNX INT8 byte-input"]
 
 

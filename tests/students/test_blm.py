@@ -113,7 +113,9 @@ def test_pixel_features_then_tokens_equals_forward(two_layer_student):
         r = rows.reshape(-1, 1) + order // P  # (N, L) window pixel rows, in scan order
         c = cols.reshape(-1, 1) + order % P
         y_tok = m.forward_tokens(lat[r, c], fx[r, c], fz[r, c])  # (N, K)
-        patches = torch.stack([img[0, :, i : i + P, j : j + P] for i, j in zip(rows.flatten(), cols.flatten())])
+        patches = torch.stack(
+            [img[0, :, i : i + P, j : j + P] for i, j in zip(rows.flatten(), cols.flatten())]
+        )
         y_ref = m(patches)
     torch.testing.assert_close(y_tok, y_ref, rtol=1e-5, atol=1e-5)
 

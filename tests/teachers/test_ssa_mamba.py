@@ -84,7 +84,9 @@ def _ssm_inputs(d_inner=6, N=3, L=49, d_state=5, seed=0):
     return [t.requires_grad_() for t in (u, delta_log, A_log, B, C, D)]
 
 
-@pytest.mark.parametrize("L,seed", [(1, 0), (2, 1), (17, 2), (49, 3), (int(np.random.default_rng(7).integers(3, 64)), 4)])
+@pytest.mark.parametrize(
+    "L,seed", [(1, 0), (2, 1), (17, 2), (49, 3), (int(np.random.default_rng(7).integers(3, 64)), 4)]
+)
 def test_ssm_conv_matches_scan_ref_values_and_grads(L, seed):
     inputs = _ssm_inputs(L=L, seed=seed)
     u, delta_log, A_log, B, C, D = inputs
@@ -107,7 +109,9 @@ def test_ssm_kernel_is_the_impulse_response():
     impulse = torch.zeros_like(u)
     impulse[..., 0] = 1.0
     K = ssm_kernel(delta_log, A_log, B, C, D, 20)  # (d_inner, L)
-    torch.testing.assert_close(ssm_scan_ref(impulse, delta_log, A_log, B, C, D)[:, 0], K, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        ssm_scan_ref(impulse, delta_log, A_log, B, C, D)[:, 0], K, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_model_conv_and_scan_agree():
@@ -127,7 +131,9 @@ def test_causal_depthwise_conv_matches_conv1d(k, L):
     u = torch.randn(C, N, L, dtype=torch.float64, generator=g)
     conv = torch.nn.Conv1d(C, C, k, padding=k - 1, groups=C).double()
     in_bias = torch.randn(C, dtype=torch.float64, generator=g)
-    x = (u + in_bias[:, None, None]).transpose(0, 1)  # (N, C, L): the input with its bias, zero-padded by the conv
+    x = (u + in_bias[:, None, None]).transpose(
+        0, 1
+    )  # (N, C, L): the input with its bias, zero-padded by the conv
     with torch.no_grad():
         want = conv(x)[..., :L].transpose(0, 1)  # (C, N, L)
         got = causal_depthwise_conv(u, conv.weight[:, 0], conv.bias, in_bias=in_bias)
@@ -224,7 +230,11 @@ def test_unknown_preset_is_a_model_error():
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [({"n_heads": 3}, "divisible"), ({"ssm_impl": "cuda"}, "ssm_impl"), ({"no_such_field": 1}, "bad options")],
+    [
+        ({"n_heads": 3}, "divisible"),
+        ({"ssm_impl": "cuda"}, "ssm_impl"),
+        ({"no_such_field": 1}, "bad options"),
+    ],
 )
 def test_bad_options_are_model_errors(overrides, message):
     with pytest.raises(ModelError, match=message):
