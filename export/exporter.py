@@ -40,6 +40,7 @@ from blmkd.export.runtime import OnnxRunner, TensorRTRunner, artifact_meta
 from blmkd.export.targets import Target, device_script, engine_name, get_target, onnx_source, script_name
 from blmkd.export.tensorrt import build_engine, local_compute_capability, tensorrt_status
 from blmkd.io import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
+from blmkd.runs import RunLock, clean_leftovers
 from blmkd.train import bundle_from_checkpoint
 
 _ENGINE_SOURCE = {"fp32": "onnx", "fp16": "onnx", "int8": "onnx-int8"}
@@ -270,54 +271,58 @@ def export(
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    artifacts: list[Artifact] = []
-    onnx_paths: dict[str, Path] = {}
-    if onnx_fmts:
-        with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
-            base_opts = opts[onnx_fmts[0].name]
-            fp32, simplified = _fp32_graph(
-                model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log
+    with RunLock(out):  # one export per folder at a time; what a killed one left is removed first
+        clean_leftovers(out)
+        artifacts: list[Artifact] = []
+        onnx_paths: dict[str, Path] = {}
+        if onnx_fmts:
+            with tempfile.TemporaryDirectory(prefix="blmkd-export-") as tmp:
+                base_opts = opts[onnx_fmts[0].name]
+                fp32, simplified = _fp32_graph(
+                    model, ev, Path(tmp), base_opts["opset"], base_opts["simplify"], log
+                )
+                for fmt in onnx_fmts:
+                    o = opts[fmt.name]
+                    extra: dict[str, Any] = {}
+                    if fmt.precision == "fp32":
+                        proto = fp32
+                    elif fmt.precision == "fp16":
+                        island = ssm_decay_island(fp32)
+                        proto = to_fp16(fp32, island)
+                        extra["fp32_nodes"] = sorted(island)
+                    elif fmt.name == "onnx-int8-byte":
+                        from blmkd.export.quantize import quantize_byte_input
+
+                        proto, extra["quantization"] = quantize_byte_input(fp32)
+                    else:
+                        from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
+
+                        rows, cols = calibration_coords(bundle, int(o["calib_size"]), seed)
+                        reader = PatchReader(
+                            bundle.extractor(input_kind), rows, cols, fp32.graph.input[0].name
+                        )
+                        log(f"{fmt.name}: calibrating ({o['calibration']}) on {len(rows)} training patches")
+                        proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
+                    path = out / f"{stem}{fmt.suffix}"
+                    art = _write_checked_onnx(
+                        proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
+                        ev, ref, labels, _criterion(o, fmt.precision), log,
+                    )  # fmt: skip
+                    artifacts.append(art)
+                    onnx_paths[fmt.name] = path
+
+        if c_fmt is not None:
+            o = opts["c"]
+            artifacts += _write_checked_c(
+                model, out / f"{stem}{c_fmt.suffix}", c_fmt,
+                {**meta, "precision": c_fmt.precision, "export_format": c_fmt.name},
+                ev, ref, labels, _criterion(o, c_fmt.precision), log, o, bundle,
+            )  # fmt: skip
+        if tgt is not None:
+            artifacts += _tensorrt(
+                tgt, stem, engine_precisions, onnx_paths, meta, opts, ev, ref, labels, out, log
             )
-            for fmt in onnx_fmts:
-                o = opts[fmt.name]
-                extra: dict[str, Any] = {}
-                if fmt.precision == "fp32":
-                    proto = fp32
-                elif fmt.precision == "fp16":
-                    island = ssm_decay_island(fp32)
-                    proto = to_fp16(fp32, island)
-                    extra["fp32_nodes"] = sorted(island)
-                elif fmt.name == "onnx-int8-byte":
-                    from blmkd.export.quantize import quantize_byte_input
-
-                    proto, extra["quantization"] = quantize_byte_input(fp32)
-                else:
-                    from blmkd.export.quantize import PatchReader, calibration_coords, quantize_int8
-
-                    rows, cols = calibration_coords(bundle, int(o["calib_size"]), seed)
-                    reader = PatchReader(bundle.extractor(input_kind), rows, cols, fp32.graph.input[0].name)
-                    log(f"{fmt.name}: calibrating ({o['calibration']}) on {len(rows)} training patches")
-                    proto, extra["quantization"] = quantize_int8(fp32, reader, o["calibration"], log=log)
-                path = out / f"{stem}{fmt.suffix}"
-                art = _write_checked_onnx(
-                    proto, path, fmt, {**meta, "precision": fmt.precision, "export_format": fmt.name, "opset": o["opset"], "simplified": simplified, **extra},
-                    ev, ref, labels, _criterion(o, fmt.precision), log,
-                )  # fmt: skip
-                artifacts.append(art)
-                onnx_paths[fmt.name] = path
-
-    if c_fmt is not None:
-        o = opts["c"]
-        artifacts += _write_checked_c(
-            model, out / f"{stem}{c_fmt.suffix}", c_fmt,
-            {**meta, "precision": c_fmt.precision, "export_format": c_fmt.name},
-            ev, ref, labels, _criterion(o, c_fmt.precision), log, o, bundle,
-        )  # fmt: skip
-    if tgt is not None:
-        artifacts += _tensorrt(
-            tgt, stem, engine_precisions, onnx_paths, meta, opts, ev, ref, labels, out, log
-        )
-    return artifacts
+        return artifacts
 
 
 def _fp32_graph(
@@ -352,7 +357,7 @@ def _write_checked_onnx(
         log(f"{fmt.name}: {path.name} {_human(size)}; {chk.line()}")
         if not chk.passed:
             raise ExportError(
-                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
+                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); {path.name} was not written. {chk.line()}"
             )
         set_metadata(
             proto,
@@ -395,7 +400,7 @@ def _write_checked_c(
         )
         if not chk.passed:
             raise ExportError(
-                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); nothing written. {chk.line()}"
+                f"{fmt.name} export failed its check against PyTorch ({chk.criterion}); {path.name} was not written. {chk.line()}"
             )
         result = {
             "test_oa": chk.oa,
@@ -412,7 +417,7 @@ def _write_checked_c(
             if not tchk.passed:
                 raise ExportError(
                     f"{fmt.name} export built for {tr.target} failed its check against PyTorch ({tchk.criterion}); "
-                    f"nothing written. {tchk.line()}"
+                    f"{path.name} was not written. {tchk.line()}"
                 )
             result["targets"] = {tr.target: {"compiler": tr.compiler, "flags": tr.flags, "ran": tr.runner,
                                              "build": tr.build, "check": tchk.to_dict()}}  # fmt: skip
@@ -481,7 +486,7 @@ def _check_runner(src: Path, host, bundle, lines: int = 24) -> str:
     got = np.frombuffer(run.stdout, want.dtype)
     if got.size != want.size or not np.array_equal(got.reshape(want.shape), want):
         raise ExportError(
-            "--runner: the runner's map of the first scene lines differs from blmkd predict's; nothing written"
+            "--runner: the runner's map of the first scene lines differs from blmkd predict's; the runner was not written"
         )
     return f"built with `{cc} -O3`; its map of {h}×{w} scene pixels equals predict's"
 

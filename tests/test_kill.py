@@ -190,3 +190,5 @@ def test_killed_export_leaves_only_verified_files(teacher_run, tmp_path):
     _, rc, text = _blmkd([*args, "--out", str(out), "--force"], tmp_path / "final.txt")
     assert rc == 0, text
     assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} == reference
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [], f"the next export leaves no temporary file of a killed one: {hidden}"

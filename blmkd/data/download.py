@@ -93,9 +93,10 @@ def fetch(
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             last_error = e
     else:
+        kept = part.exists() and part.stat().st_size > 0
         raise DataError(
             f"download of {url} failed after {retries + 1} attempts ({_describe(last_error)}); "
-            f"the partial file {part} is kept: run again to resume"
+            + (f"the partial file {part} is kept: run again to resume" if kept else "nothing was received")
         )
 
     if sha256 is not None:
