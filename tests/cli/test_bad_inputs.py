@@ -232,7 +232,7 @@ CASES: list[tuple] = [
             "--resume",
             "--no-progress",
         ],
-        r"--resume: .* holds a 'blm_test' run, not 'ssa_mamba_test'",
+        r"--resume refused: the run trains model 'blm_test', not 'ssa_mamba_test'",
     ),
     # silent acceptances, now refused
     ("--fill nan", ["split", "{crop}", "--fill", "nan"], r"--fill must be a finite number"),
@@ -439,6 +439,7 @@ BASE = {
     "predict": ["predict", "{ckpt}", "--scene", "{crop}", "--out", "{tmp}/m.npy"],
     "demo": ["demo", "--out", "{tmp}/demo"],
     "info": ["datasets", "info", "{crop}"],
+    "baseline": ["baseline", "-d", "{crop}", "--out", "{tmp}/b"],
 }
 
 
