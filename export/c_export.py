@@ -546,7 +546,7 @@ def run_on_target(path: str | Path, target: str | CTarget, x: np.ndarray) -> Tar
     import tempfile
 
     src = Path(path)
-    check_c_export(src.read_text(), src.name)
+    check_c_export(verify_c_source(src.read_text(), src.name), src.name)
     t = target if isinstance(target, CTarget) else get_c_target(target)
     cc, why = cross_compiler(t)
     if cc is None:

@@ -126,7 +126,7 @@ def test_every_matmul_path_equals_pytorch(define, build, arch, tmp_path, monkeyp
     for name, patch, cfg in (CONFIGS[0], CONFIGS[2]):
         model = _random_student(len(name), **cfg)
         src = tmp_path / f"m{patch}.c"
-        src.write_text(c_source(model, patch, _meta(model, patch)))
+        src.write_text(seal_c_source(c_source(model, patch, _meta(model, patch))))
         x = torch.randint(0, 256, (20, model.config.bands, patch, patch), dtype=torch.uint8)
         with torch.inference_mode():
             ref = model(x).numpy()

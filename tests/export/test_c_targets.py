@@ -115,12 +115,14 @@ def test_cross_compiler_as_cc_is_a_one_line_error_on_the_host(tmp_path, monkeypa
 
     if platform.machine() == "aarch64":
         pytest.skip("this host is aarch64")
-    from blmkd.export.c_export import CRunner, c_source
+    from blmkd.export.c_export import CRunner, c_source, seal_c_source
     from blmkd.students.blm import BLMConfig, BLMStudent
 
     model = BLMStudent(BLMConfig(bands=20, num_classes=3, enc_hidden=4, d_model=4, d_state=2)).eval()
     src = tmp_path / "m.c"
-    src.write_text(c_source(model, 3, {"model": "test", "bands": 20, "patch_size": 3, "num_classes": 3}))
+    src.write_text(
+        seal_c_source(c_source(model, 3, {"model": "test", "bands": 20, "patch_size": 3, "num_classes": 3}))
+    )
     monkeypatch.setenv("CC", "aarch64-linux-gnu-gcc")
     monkeypatch.setenv("BLMKD_CFLAGS", "-O2 -std=c99")
     with pytest.raises(
