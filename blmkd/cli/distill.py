@@ -412,21 +412,10 @@ def train_student(
     from blmkd.models import create_model
 
     _check_student(student)
-    _train_cfg(
-        epochs,
-        batch,
-        lr,
-        weight_decay,
-        lr_warmup,
-        patience,
-        augment,
-        seed,
-        ema,
-        label_smoothing,
-        class_balance,
-        device=device,
-        amp=amp,
-    )  # every option checked before the data loads
+    cfg = _train_cfg(
+        epochs, batch, lr, weight_decay, lr_warmup, patience, augment, seed, ema, label_smoothing, class_balance,
+        device=device, amp=amp,
+    )  # fmt: skip  # every option checked before the data loads; each seed's run gets a copy with its seed
 
     def build(s, bundle):
         m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
@@ -437,8 +426,7 @@ def train_student(
         C.parse_seeds(seeds) or [seed], out, build,
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, class_names=class_names, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
-                             class_balance, device=device, amp=amp),
+        lambda s: dataclasses.replace(cfg, seed=s),
         resume=resume, force=force, progress=progress, title=f"student {student} (no teacher)",
     )  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -162,21 +163,10 @@ def train_teacher(
         raise BlmkdError(
             f"{model!r} is a {model_entry(model).family} preset; use `blmkd train-student` for students"
         )
-    _train_cfg(
-        epochs,
-        batch,
-        lr,
-        weight_decay,
-        lr_warmup,
-        patience,
-        augment,
-        seed,
-        ema,
-        label_smoothing,
-        class_balance,
-        device=device,
-        amp=amp,
-    )  # every option checked before the data loads
+    cfg = _train_cfg(
+        epochs, batch, lr, weight_decay, lr_warmup, patience, augment, seed, ema, label_smoothing, class_balance,
+        device=device, amp=amp,
+    )  # fmt: skip  # every option checked before the data loads; each seed's run gets a copy with its seed
     seed_list = C.parse_seeds(seeds) or [seed]
     _run_seeds(
         seed_list,
@@ -184,8 +174,7 @@ def train_teacher(
         lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes),
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, class_names=class_names, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
-        lambda s: _train_cfg(epochs, batch, lr, weight_decay, lr_warmup, patience, augment, s, ema, label_smoothing,
-                             class_balance, device=device, amp=amp),
+        lambda s: replace(cfg, seed=s),
         resume=resume,
         force=force,
         progress=progress,
