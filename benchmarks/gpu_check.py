@@ -397,7 +397,7 @@ def part_student(a) -> dict:
     res["compiled_note"] = compiled_note
     # LayerNorm of a 65,536-window batch's tokens (rows × d_model): PyTorch's kernel against the
     # two-reduction form the students use for many narrow rows on a GPU.
-    from blmkd.students.blm import layer_norm
+    from blmkd.ops.norm import layer_norm
 
     ln = model.layers[0].norm
     t = torch.randn(batches[-1] * 49, ln.normalized_shape[0], device=a.device)

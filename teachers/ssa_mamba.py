@@ -9,19 +9,11 @@ spectral one (asymmetric cross-domain attention) and fuses the two with a gate, 
 attention. A convolutional integration stage, a global residual from the input projection, global
 average pooling and a linear head give the logits.
 
-The speed trick. In this SSM core Δ, A, B, C are parameters, not functions of the input, so
-
-    h_t = Ā ⊙ h_{t-1} + B̄ x_t,   y_t = ⟨h_t, C⟩ + D x_t       (per channel c, state size d_state)
-
-is linear time-invariant: ``y = K * x`` (causal convolution along the sequence) with the kernel
-
-    K[c, k] = Σ_n C[c, n] · B̄[c, n] · Ā[c, n]^k  (k = 0..L-1),   plus D[c] at k = 0.
-
-:func:`ssm_kernel` materializes K from the parameters inside the graph (gradients reach ``A_log``,
-``delta_log``, ``B``, ``C``, ``D``) and :func:`ssm_conv` applies it exactly as one batched
-(L, L) lower-triangular Toeplitz matmul per channel; L = 49 is short, so this is a small GEMM and
-far faster than stepping through the sequence. :func:`ssm_scan_ref` is the plain recurrence, kept as
-the reference (``SSAMambaConfig.ssm_impl = "scan"``) and tested against the fast path.
+The SSM core is linear time-invariant (Δ, A, B, C are parameters, not functions of the input), so it
+runs as a causal convolution with a kernel computed from the parameters: :mod:`blmkd.ops.ssm` holds
+that fast kernel (``ssm_kernel`` + ``ssm_conv``, a batched Toeplitz matmul) beside the reference
+recurrence ``ssm_scan_ref`` (``SSAMambaConfig.ssm_impl = "scan"``), and :mod:`blmkd.ops.conv` the
+causal depthwise convolution of the branches.
 
 Layout. Inside a branch the tensors are channel-major, ``(d_inner, N, L)``: the in-projection GEMM
 writes that layout directly (``W @ xᵀ``), the depthwise conv and the Toeplitz matmul consume it
@@ -33,9 +25,6 @@ ONNX op (opset 17). With all that, ~80% of a CPU forward is the fp32 GEMMs of th
 which no rewrite of the same network avoids. Measured and dropped: stacking both branches'
 in_proj into one GEMM (its 49 MB outputs cost more in page faults than the wider GEMM gains) and a
 grouped conv2d for the depthwise conv (oneDNN is ~5× slower than shifted multiply-adds here).
-
-Δ = softplus(Δ_log), as in the paper's reference code (Eq. 7 writes exp); B̄ = ΔB is the paper's
-simplified zero-order hold.
 """
 
 from __future__ import annotations
@@ -47,72 +36,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from blmkd.errors import ModelError
-from blmkd.models import ChunkedInference, register_model
+from blmkd.ops.chunked import ChunkedInference
+from blmkd.ops.conv import causal_depthwise_conv
+from blmkd.ops.ssm import ssm_conv, ssm_kernel, ssm_scan_ref
+from blmkd.registry import register_model
 
 _SE_REDUCTION = 16  # squeeze-and-excitation reduction ratio (paper value), at least 4 hidden units
 SSM_IMPLS = ("conv", "scan")
 
 
 # ─── SSM core ─────────────────────────────────────────────────────────────────
-
-
-def ssm_discretize(delta_log: Tensor, A_log: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-    """Zero-order-hold discretization: Δ = softplus(Δ_log), A = -exp(A_log), Ā = exp(ΔA), B̄ = ΔB."""
-    dt = F.softplus(delta_log)  # (d_inner,)  Δ > 0
-    A = -torch.exp(A_log)  # (d_inner, d_state)  A < 0: a stable, decaying state
-    A_bar = torch.exp(dt[:, None] * A)  # (d_inner, d_state)  in (0, 1)
-    B_bar = dt[:, None] * B  # (d_inner, d_state)
-    return A_bar, B_bar
-
-
-def ssm_scan_ref(u: Tensor, delta_log: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
-    """Reference SSM: the recurrence h_t = Ā h_{t-1} + B̄ u_t, y_t = ⟨h_t, C⟩ + D u_t, step by step.
-
-    Args:
-        u: input sequence, channel-major ``(d_inner, N, L)``.
-        delta_log, A_log, B, C, D: the SSM parameters, ``(d_inner,)``, ``(d_inner, d_state)`` ×3, ``(d_inner,)``.
-
-    Returns:
-        y, ``(d_inner, N, L)``.
-    """
-    d_inner, N, L = u.shape
-    A_bar, B_bar = ssm_discretize(delta_log, A_log, B)  # (d_inner, d_state) each
-    h = u.new_zeros(d_inner, N, A_log.shape[1])  # (d_inner, N, d_state)
-    ys = []
-    for t in range(L):
-        u_t = u[:, :, t]  # (d_inner, N)
-        h = A_bar[:, None, :] * h + B_bar[:, None, :] * u_t[:, :, None]  # (d_inner, N, d_state)
-        ys.append((h * C[:, None, :]).sum(-1) + D[:, None] * u_t)  # (d_inner, N)
-    return torch.stack(ys, dim=-1)  # (d_inner, N, L)
-
-
-def ssm_kernel(delta_log: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Tensor, L: int) -> Tensor:
-    """The SSM's impulse response K[c, k] = Σ_n C·B̄·Ā^k (+ D at k = 0), ``(d_inner, L)``."""
-    dt = F.softplus(delta_log)  # (d_inner,)
-    A = -torch.exp(A_log)  # (d_inner, d_state)
-    B_bar = dt[:, None] * B  # (d_inner, d_state)
-    k = torch.arange(L, dtype=A.dtype, device=A.device)  # (L,)
-    A_bar_pow = torch.exp((dt[:, None] * A)[:, :, None] * k)  # (d_inner, d_state, L)  Ā^k = exp(kΔA)
-    K = torch.matmul((C * B_bar)[:, None, :], A_bar_pow)[:, 0]  # (d_inner, L)  Σ_n over the state
-    skip = F.pad(D[:, None], (0, L - 1))  # (d_inner, L)  D at lag 0
-    return K + skip  # (d_inner, L)
-
-
-def ssm_conv(u: Tensor, K: Tensor) -> Tensor:
-    """Apply the SSM as a causal convolution: y[c, n, l] = Σ_{j≤l} K[c, l-j] · u[c, n, j].
-
-    One lower-triangular Toeplitz matrix per channel, applied as a batched matmul.
-
-    Args:
-        u: channel-major input ``(d_inner, N, L)``.
-        K: kernel from :func:`ssm_kernel`, ``(d_inner, L)``.
-    """
-    d_inner, L = K.shape
-    pos = torch.arange(L, device=u.device)  # (L,)
-    lag = pos[None, :] - pos[:, None]  # (L_in, L_out)  l - j
-    K0 = F.pad(K, (1, 0))  # (d_inner, L + 1)  K0[:, 0] = 0 for the acausal entries
-    T = K0.index_select(1, (lag + 1).clamp(min=0).flatten()).view(d_inner, L, L)  # T[c, j, l] = K[c, l - j]
-    return torch.matmul(u, T)  # (d_inner, N, L)
 
 
 class SSMCore(nn.Module):
@@ -136,42 +69,6 @@ class SSMCore(nn.Module):
 
 
 # ─── Blocks ───────────────────────────────────────────────────────────────────
-
-
-def causal_depthwise_conv(u: Tensor, w: Tensor, bias: Tensor, in_bias: Tensor | None = None) -> Tensor:
-    """Depthwise causal convolution along L with zero history (``nn.Conv1d(groups=C)`` then trimmed).
-
-    y[c, n, t] = bias[c] + Σ_i w[c, i] · x[c, n, t - (k-1) + i],  x = u + in_bias, zero before t = 0.
-
-    Written as k shifted multiply-adds: for k = 3 over N·L positions this is several times faster on
-    CPU than oneDNN's grouped convolution, and it exports as plain Pad/Slice/Mul/Add. Lag ``s`` adds into
-    the output's last ``L - s`` positions from the input's first ``L - s``: the zero history is never
-    materialised (a padded copy of ``u`` was 9% of a paper-size forward, mostly page faults).
-    ``in_bias`` (the in-projection's bias of ``u``) is applied to the input but not to the zero
-    history, so it folds into a position-dependent output bias instead of costing a pass over ``u``.
-
-    Args:
-        u: channel-major input ``(C, N, L)``.
-        w: kernel ``(C, k)``; bias, in_bias: ``(C,)``.
-    """
-    C, N, L = u.shape
-    k = w.shape[1]
-    b = bias[:, None]  # (C, 1)
-    if in_bias is not None:
-        i = torch.arange(k, device=u.device)[:, None]  # (k, 1)
-        t = torch.arange(L, device=u.device)[None, :]  # (1, L)
-        seen = (i + t >= k - 1).to(w.dtype)  # (k, L)  taps that read real input at position t
-        b = b + in_bias[:, None] * (w @ seen)  # (C, L)
-    y = torch.addcmul(b[:, None, :], u, w[:, k - 1, None, None])  # (C, N, L)  lag 0
-    if torch.jit.is_tracing():  # ONNX: traced in-place slice updates would export as ScatterND
-        up = F.pad(u, (k - 1, 0))  # (C, N, L + k - 1)  zero history
-        for j in range(k - 1):
-            y.addcmul_(up[..., j : j + L], w[:, j, None, None])  # (C, N, L)  lag k - 1 - j
-        return y
-    for lag in range(k - 1, 0, -1):
-        if lag < L:
-            y[..., lag:].addcmul_(u[..., : L - lag], w[:, k - 1 - lag, None, None])  # (C, N, L - lag)
-    return y
 
 
 def _fold_bn(
@@ -375,7 +272,7 @@ class SSAMamba(ChunkedInference, nn.Module):
     """SSA-Mamba classifier: ``(N, bands, P, P)`` float patches → ``(N, num_classes)`` logits."""
 
     input_kind = "float"  # takes float reflectance patches (students take uint8)
-    #: :class:`~blmkd.models.ChunkedInference`. At the paper size a 64-patch chunk's largest
+    #: :class:`~blmkd.ops.chunked.ChunkedInference`. At the paper size a 64-patch chunk's largest
     #: intermediate (the in-projection, 64·49·1024 floats) is 12.8 MB, below glibc's 32 MB mmap
     #: threshold; whole batches of 256 ran 1.38× slower (2026-12-03, batch 256, 2 threads).
     infer_chunk = 64
@@ -447,23 +344,25 @@ class SSAMambaConfig:
         return self.expand * self.d_model
 
 
-def _preset(name: str, description: str, **fields):
-    @register_model(name, family="teacher", description=description)
-    def build(bands: int, num_classes: int, **overrides) -> SSAMamba:
-        return SSAMamba(SSAMambaConfig(bands=bands, num_classes=num_classes, **{**fields, **overrides}))
-
-    build.__name__ = name
-    return build
+def _build(bands: int, num_classes: int, defaults: dict, overrides: dict) -> SSAMamba:
+    return SSAMamba(SSAMambaConfig(bands=bands, num_classes=num_classes, **{**defaults, **overrides}))
 
 
-ssa_mamba = _preset("ssa_mamba", "SSA-Mamba, paper size (d_model 256, depth 4)")
-ssa_mamba_s = _preset("ssa_mamba_s", "SSA-Mamba small for CPU (d_model 128, depth 2)", d_model=128, depth=2)
-ssa_mamba_t = _preset("ssa_mamba_t", "SSA-Mamba tiny for CPU (d_model 64, depth 1)", d_model=64, depth=1)
-ssa_mamba_test = _preset(
-    "ssa_mamba_test",
-    "SSA-Mamba for tests (d_model 16, d_state 4, 2 heads)",
-    d_model=16,
-    d_state=4,
-    depth=1,
-    n_heads=2,
-)
+@register_model(family="teacher", description="SSA-Mamba, paper size (d_model 256, depth 4)")
+def ssa_mamba(bands: int, num_classes: int, **overrides) -> SSAMamba:
+    return _build(bands, num_classes, {}, overrides)
+
+
+@register_model(family="teacher", description="SSA-Mamba small for CPU (d_model 128, depth 2)")
+def ssa_mamba_s(bands: int, num_classes: int, **overrides) -> SSAMamba:
+    return _build(bands, num_classes, dict(d_model=128, depth=2), overrides)
+
+
+@register_model(family="teacher", description="SSA-Mamba tiny for CPU (d_model 64, depth 1)")
+def ssa_mamba_t(bands: int, num_classes: int, **overrides) -> SSAMamba:
+    return _build(bands, num_classes, dict(d_model=64, depth=1), overrides)
+
+
+@register_model(family="teacher", description="SSA-Mamba for tests (d_model 16, d_state 4, 2 heads)")
+def ssa_mamba_test(bands: int, num_classes: int, **overrides) -> SSAMamba:
+    return _build(bands, num_classes, dict(d_model=16, d_state=4, depth=1, n_heads=2), overrides)

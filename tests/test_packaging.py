@@ -25,6 +25,7 @@ def test_wheel_contains_all_packages(tmp_path):
         "blmkd/__init__.py",
         "blmkd/cli/__init__.py",
         "blmkd/data/__init__.py",
+        "blmkd/ops/__init__.py",
         "blmkd/students/__init__.py",
         "blmkd/distill/__init__.py",
         "blmkd/teachers/__init__.py",

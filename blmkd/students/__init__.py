@@ -1,5 +1,5 @@
-"""Student models. Importing this package registers their presets in :mod:`blmkd.models`."""
+"""Student models. Importing this package registers their presets in :mod:`blmkd.registry`."""
 
-from blmkd.students.blm import BLMConfig, BLMStudent, ssd_dual, ssd_scan_ref
+from blmkd.students.blm import BLMConfig, BLMStudent
 
-__all__ = ["BLMConfig", "BLMStudent", "ssd_dual", "ssd_scan_ref"]
+__all__ = ["BLMConfig", "BLMStudent"]

@@ -15,10 +15,10 @@ doi:10.1109/TGRS.2025.3626861. The paper has no public code; what it fixes is fo
   connected head.
 
 The selective SSM is Mamba-2's SSD (Dao & Gu 2024) with one scalar decay per head, evaluated in its
-exact "dual" (masked-attention-like) matrix form, :func:`ssd_dual`. For the short sequences of a
-patch (``L = P·P ≤ 64``) this is a handful of batched matmuls plus ``CumSum``/``Exp``: no custom op
-and no Python step loop, so it exports to ONNX/TensorRT as is. :func:`ssd_scan_ref` is the obvious
-step-by-step recurrence it is tested against.
+exact "dual" (masked-attention-like) matrix form, :func:`blmkd.ops.ssd.ssd_dual`: for the short
+sequences of a patch (``L = P·P ≤ 64``) a handful of batched matmuls plus ``CumSum``/``Exp`` that
+export to ONNX/TensorRT as they are. :func:`blmkd.ops.ssd.ssd_scan_ref` is the step-by-step
+recurrence it is tested against. The blocks live in :mod:`blmkd.students.blocks`.
 
 Tokens are scanned in a spiral (outer ring inwards, clockwise): consecutive tokens stay spatial
 neighbours for the short causal convolution, and the centre pixel, whose label is predicted, comes
@@ -46,275 +46,19 @@ encoder runs once per scene (:meth:`BLMStudent.encode`).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from blmkd.models import ChunkedInference, register_model
+from blmkd.errors import ModelError
+from blmkd.ops.chunked import ChunkedInference
+from blmkd.ops.norm import layer_norm
+from blmkd.ops.tracing import static
+from blmkd.registry import register_model
+from blmkd.students.blocks import ByteEncoder, MambaBlock, spiral_order
 
-__all__ = [
-    "BLMConfig",
-    "BLMStudent",
-    "ByteEncoder",
-    "MambaBlock",
-    "spiral_order",
-    "ssd_dual",
-    "ssd_scan_ref",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# Selective state space: reference recurrence and exact dual form
-# --------------------------------------------------------------------------------------------
-
-
-def ssd_scan_ref(x, dt, A, B, C, D):
-    """Reference selective scan, one step at a time (slow, obvious; for tests).
-
-    Recurrence per head ``h`` (one scalar decay), state ``s_t ∈ R^{headdim × d_state}``::
-
-        s_t = exp(Δ_t·A_h) · s_{t-1} + (Δ_t · x_t) B_tᵀ
-        y_t = s_t C_t + D_h · x_t
-
-    Tensors are token-last (the layout :class:`MambaBlock` computes in, so that the exported graph
-    needs no transposes).
-
-    Args:
-        x: inputs ``(N, H, P, L)`` (``P`` = headdim, ``L`` tokens).
-        dt: positive step sizes Δ ``(N, H, L)``.
-        A: negative decay rates ``(H,)``.
-        B: input projections ``(N, d_state, L)``, shared by the heads.
-        C: output projections ``(N, d_state, L)``.
-        D: skip weights ``(H,)``.
-
-    Returns:
-        ``y`` with the shape of ``x``.
-    """
-    N, H, P, L = x.shape
-    s = x.new_zeros(N, H, P, B.shape[1])  # (N, H, P, d_state)
-    ys = []
-    for t in range(L):
-        a = torch.exp(dt[..., t] * A)  # (N, H)
-        xb = (dt[:, :, None, t] * x[..., t])[..., None] * B[:, None, None, :, t]  # (N, H, P, d_state)
-        s = a[..., None, None] * s + xb  # (N, H, P, d_state)
-        y = (s @ C[:, None, :, t, None]).squeeze(-1)  # (N, H, P)
-        ys.append(y + D[:, None] * x[..., t])  # (N, H, P)
-    return torch.stack(ys, dim=-1)  # (N, H, P, L)
-
-
-def _static(v, kind=int):
-    """``v`` as a Python ``int``/``bool``. Patch geometry and flags are fixed in an exported graph, so
-    the tracer's warning about freezing a traced value into a constant does not apply here."""
-    if torch.compiler.is_compiling():  # no tracer warnings there, and a warnings context breaks the graph
-        return kind(v)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return kind(v)
-
-
-def _log_mask_T(L: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(L, L)``: 0 where ``s ≤ t`` (row ``s``, column ``t``), ``−inf`` below the diagonal.
-
-    Made once per shape and device; under ``torch.compile`` it is built in the graph (a cached
-    tensor from outside would break it), where the compiler folds it into the exponent's kernel."""
-    if torch.compiler.is_compiling():
-        return _make_log_mask_T(L, dtype, device)
-    return _cached_log_mask_T(L, dtype, device)
-
-
-def _make_log_mask_T(L: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    below = torch.ones(L, L, dtype=torch.bool, device=device).tril(-1)  # (L, L)
-    return torch.zeros(L, L, dtype=dtype, device=device).masked_fill(below, float("-inf"))  # (L, L)
-
-
-_cached_log_mask_T = lru_cache(maxsize=16)(_make_log_mask_T)
-
-
-#: A GPU LayerNorm over this many rows or more of a narrow feature dimension (≤ 64) is computed
-#: from two reductions instead of PyTorch's fused kernel, which is slow on such rows: on an H200,
-#: 4.8 ms for 3.2 M rows × 24 (a 65,536-window student batch), 42% of the whole forward.
-NARROW_LN_ROWS = 1 << 16
-
-
-def layer_norm(ln: nn.LayerNorm, x):
-    """``ln(x)``, the same numbers; many narrow rows on a GPU go through :data:`NARROW_LN_ROWS`'s path."""
-    d = x.shape[-1]
-    if x.is_cuda and d <= 64 and x.numel() >= NARROW_LN_ROWS * d and not torch.jit.is_tracing():
-        mu = x.mean(-1, keepdim=True)  # (..., 1)
-        xc = x - mu  # (..., d)
-        var = xc.square().mean(-1, keepdim=True)  # (..., 1) biased, as LayerNorm
-        return torch.addcmul(ln.bias, xc * torch.rsqrt(var + ln.eps), ln.weight)  # (..., d)
-    return ln(x)
-
-
-def ssd_dual(x, dt, A, B, C, D):
-    """Selective scan in its exact dual (matrix) form, Mamba-2 SSD (Dao & Gu, ICML 2024).
-
-    With ``S_t = Σ_{τ≤t} Δ_τ·A_h`` (a cumulative sum of log-decays), per head::
-
-        M[t, s] = exp(S_t − S_s) if s ≤ t else 0          # masked decay
-        y       = (M ⊙ C Bᵀ) (Δ ⊙ x) + D · x
-
-    which equals :func:`ssd_scan_ref` exactly. The mask is added to the exponent (``−inf`` above
-    the diagonal) before ``exp``, so the upper triangle, where ``S_t − S_s > 0`` can be large,
-    never overflows. Token-last, it is computed transposed (``yᵀ = (Δ⊙x)ᵀ (M ⊙ C Bᵀ)ᵀ``) so that
-    every matmul reads its operands in place. Cost is quadratic in ``L``: meant for patch-sized
-    sequences (``L ≤ 64``). Same arguments and result as :func:`ssd_scan_ref`.
-    """
-    L = _static(x.shape[-1])
-    S = torch.cumsum(dt * A[:, None], dim=-1)  # (N, H, L)
-    # Transposed masked log-decay: [s, t] = S_t − S_s where s ≤ t, −inf elsewhere.
-    MT = torch.exp(S[..., None, :] - S[..., :, None] + _log_mask_T(L, x.dtype, x.device))  # (N, H, L, L)
-    CBT = B.transpose(1, 2) @ C  # (N, L, L): [s, t] = B_s · C_t
-    xdt = x * dt[:, :, None, :]  # (N, H, P, L)
-    return xdt @ (MT * CBT[:, None]) + D[:, None, None] * x  # (N, H, P, L)
-
-
-# --------------------------------------------------------------------------------------------
-# Blocks
-# --------------------------------------------------------------------------------------------
-
-
-class ByteEncoder(nn.Module):
-    """Per-pixel byte encoder: 1×1 conv ``bands → enc_hidden`` → GELU → dropout → 1×1 conv ``→ d_model``.
-
-    For uint8 input the dequantization ``u8·scale + offset`` is folded into the first convolution
-    (``W·(s⊙u + o) + b = (W·diag s)·u + (W·o + b)``), so the byte graph is Cast → MatMul and the
-    folded weights are constant-folded at export.
-    """
-
-    def __init__(self, bands: int, enc_hidden: int, d_model: int, dropout: float):
-        super().__init__()
-        self.conv1 = nn.Conv2d(bands, enc_hidden, 1)
-        self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(enc_hidden, d_model, 1)
-
-    def _first(self, scale, offset):
-        w = self.conv1.weight.flatten(1)  # (enc_hidden, bands)
-        if scale is None:
-            return w, self.conv1.bias
-        return w * scale, self.conv1.bias + w @ offset  # (enc_hidden, bands), (enc_hidden,)
-
-    def forward(self, x, scale=None, offset=None):
-        """Latent image ``(N, d_model, H, W)`` of ``x (N, bands, H, W)``: standardized float, or
-        bytes with ``scale``/``offset`` ``(bands,)``. Any ``H, W``: a whole scene at once."""
-        w, b = self._first(scale, offset)
-        h = F.conv2d(x.to(w.dtype), w[..., None, None], b)  # (N, enc_hidden, H, W)
-        return self.conv2(self.drop(self.act(h)))  # (N, d_model, H, W)
-
-    def tokens(self, x, scale=None, offset=None):
-        """The same map as :meth:`forward` on a patch, returned as tokens ``(N, H·W, d_model)``.
-
-        Written as matmuls that read the ``(N, bands, H·W)`` input transposed in place (ONNX
-        Runtime's ``FusedMatMul(transA)``): no reorder of the input, tokens come out row-major.
-        """
-        w, b = self._first(scale, offset)
-        # Reshapes keep the batch as -1 and the rest static: one constant Reshape node in ONNX.
-        u = x.reshape(-1, _static(x.shape[1]), _static(x.shape[2] * x.shape[3])).to(w.dtype)  # (N, bands, L)
-        h = self.drop(self.act(u.transpose(1, 2) @ w.T + b))  # (N, L, enc_hidden)
-        return h @ self.conv2.weight.flatten(1).T + self.conv2.bias  # (N, L, d_model)
-
-
-class MambaBlock(nn.Module):
-    """Pre-norm residual Mamba block: ``h + out_proj(SSM(SiLU(conv(x))) · SiLU(z))``, ``(x, z) = in_proj(LN(h))``.
-
-    Δ, B, C are projected from the (convolved) token, so the scan is selective; Δ goes through
-    ``softplus(· + dt_bias)``; one scalar decay ``A_h = −exp(A_log_h)`` per head (Mamba-2). The
-    residual stream is ``(N, L, d_model)``; inside, tensors are token-last ``(N, channels, L)``:
-    the projections read the stream transposed, the depthwise conv runs on it natively, Δ comes out
-    as the ``(N, H, L)`` the cumulative sum wants, and no transpose is ever materialised.
-    """
-
-    def __init__(self, d_model: int, d_state: int, n_heads: int, expand: int, d_conv: int):
-        super().__init__()
-        d_inner = expand * d_model
-        if d_inner % n_heads:
-            raise ValueError(f"d_inner={d_inner} is not divisible by n_heads={n_heads}")
-        self.d_inner, self.d_state, self.n_heads, self.d_conv = d_inner, d_state, n_heads, d_conv
-        self.headdim = d_inner // n_heads
-        self.norm = nn.LayerNorm(d_model)
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)  # causal: padded on the left
-        self.x_proj = nn.Linear(d_inner, n_heads + 2 * d_state, bias=False)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
-        # Mamba-2 initialisation: A_h spread over [1, 16], Δ over [1e-3, 1e-1] (through softplus⁻¹).
-        self.A_log = nn.Parameter(torch.log(torch.linspace(1.0, 16.0, n_heads)))  # (H,)
-        dt = torch.exp(torch.linspace(math.log(1e-3), math.log(1e-1), n_heads))  # (H,)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # (H,)
-        self.D = nn.Parameter(torch.ones(n_heads))  # (H,)
-
-    def _conv_x(self, xw):
-        """``x`` branch: ``SiLU(causal depthwise conv(xw))`` of ``xw = W_x u``, token-last ``(N, d_inner, L)``."""
-        # A (1, d_conv) Conv2d, not Conv1d: ONNX Runtime has a fast depthwise kernel only for 2-D
-        # convs (~4x faster here); same weights, same result. The causal padding comes after the
-        # Unsqueeze, so that ORT's PadFusion folds the Pad into the Conv (one node fewer).
-        x = F.pad(xw[:, :, None], (self.d_conv - 1, 0))  # (N, d_inner, 1, d_conv-1 + L)
-        x = F.conv2d(x, self.conv1d.weight[:, :, None], self.conv1d.bias, groups=self.d_inner)
-        return F.silu(x.squeeze(2))  # (N, d_inner, L); a Squeeze, not a copying Gather, in ONNX
-
-    def mixer(self, u):
-        """The selective-SSM mixer: normalized tokens ``u (N, L, d_model)`` → ``(N, L, d_model)``."""
-        ut = u.transpose(1, 2)  # (N, d_model, L) view
-        xw = self.in_proj.weight[: self.d_inner] @ ut  # (N, d_inner, L)
-        gz = F.silu(self.in_proj.weight[self.d_inner :] @ ut)  # (N, d_inner, L)
-        return self._mix(xw, gz)
-
-    def token_features(self, h):
-        """The per-token prefix of this block on its input ``h (..., d_model)``: the projected
-        ``x = W_x·LN(h)`` and the gate ``z = SiLU(W_z·LN(h))``, each ``(..., d_inner)``.
-
-        Nothing in it mixes tokens, so for the first block of a student it is a per-pixel function
-        of the encoder's latent: a scene map computes it once per pixel (:meth:`BLMStudent.pixel_features`)
-        instead of once per window the pixel falls in.
-        """
-        f = layer_norm(self.norm, h) @ self.in_proj.weight.T  # (..., 2·d_inner)
-        return f[..., : self.d_inner], F.silu(f[..., self.d_inner :])  # (..., d_inner) × 2
-
-    def forward_from_features(self, h, x, z):
-        """``forward(h)`` given ``(x, z) = token_features(h)``, each ``(N, L, d_inner)``: the
-        token-mixing rest. Two inputs, not one concatenated: an exported graph then transposes
-        each half once instead of slicing copies out of a transposed whole (~10% of a window)."""
-        return h + self._mix(x.transpose(1, 2), z.transpose(1, 2))  # (N, L, d_model)
-
-    def _mix(self, xw, gz):
-        """Token mixing from the projected ``xw = W_x u`` and gate ``gz = SiLU(W_z u)``, both
-        token-last ``(N, d_inner, L)`` → ``(N, L, d_model)``."""
-        L = _static(xw.shape[-1])
-        x = self._conv_x(xw)  # (N, d_inner, L)
-        dt, B, C = (self.x_proj.weight @ x).split([self.n_heads, self.d_state, self.d_state], dim=1)
-        dt = F.softplus(dt + self.dt_bias[:, None])  # (N, H, L)
-        A = -torch.exp(self.A_log)  # (H,)
-        xh = x.view(-1, self.n_heads, self.headdim, L)  # (N, H, P, L)
-        y = ssd_dual(xh, dt, A, B, C, self.D).view(-1, self.d_inner, L)  # (N, d_inner, L)
-        y = y * gz  # (N, d_inner, L)
-        return y.transpose(1, 2) @ self.out_proj.weight.T  # (N, L, d_model)
-
-    def forward(self, h):
-        return h + self.mixer(layer_norm(self.norm, h))  # (N, L, d_model)
-
-
-@lru_cache(maxsize=32)
-def spiral_order(P: int) -> tuple[int, ...]:
-    """Raster indices of a ``P×P`` grid visited clockwise from the top-left corner inwards.
-
-    For odd ``P`` the last index is the centre pixel ``(P//2)·P + P//2``.
-    """
-    top, left, bottom, right = 0, 0, P - 1, P - 1
-    order: list[int] = []
-    while top <= bottom and left <= right:
-        order += [top * P + j for j in range(left, right + 1)]
-        order += [i * P + right for i in range(top + 1, bottom + 1)]
-        if top < bottom:
-            order += [bottom * P + j for j in range(right - 1, left - 1, -1)]
-        if left < right:
-            order += [i * P + left for i in range(bottom - 1, top, -1)]
-        top, left, bottom, right = top + 1, left + 1, bottom - 1, right - 1
-    return tuple(order)
+__all__ = ["BLMConfig", "BLMStudent"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,9 +80,9 @@ class BLMStudent(ChunkedInference, nn.Module):
         super().__init__()
         c = self.config = config
         if c.pool not in ("mean", "center_mean"):
-            raise ValueError(f"pool must be 'mean' or 'center_mean', not {c.pool!r}")
+            raise ModelError(f"pool must be 'mean' or 'center_mean', not {c.pool!r}")
         if c.scan not in ("raster", "spiral"):
-            raise ValueError(f"scan must be 'raster' or 'spiral', not {c.scan!r}")
+            raise ModelError(f"scan must be 'raster' or 'spiral', not {c.scan!r}")
         self.register_buffer("in_scale", torch.full((c.bands,), 1.0 / 255.0))  # (bands,)
         self.register_buffer("in_offset", torch.zeros(c.bands))  # (bands,)
         self.encoder = ByteEncoder(c.bands, c.enc_hidden, c.d_model, c.dropout)
@@ -355,7 +99,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         for buf, value in ((self.in_scale, scale), (self.in_offset, offset)):
             v = torch.as_tensor(value, dtype=buf.dtype).flatten()
             if v.numel() not in (1, buf.numel()):
-                raise ValueError(f"dequant parameter has {v.numel()} values, expected 1 or {buf.numel()}")
+                raise ModelError(f"dequant parameter has {v.numel()} values, expected 1 or {buf.numel()}")
             buf.copy_(v.expand_as(buf))
 
     def dequantize(self, x):
@@ -374,10 +118,10 @@ class BLMStudent(ChunkedInference, nn.Module):
 
     def forward_latent(self, h, return_features: bool = False):
         """Classify encoded patches ``h (N, d_model, P, P)``, e.g. windows gathered from :meth:`encode`."""
-        return_features = _static(return_features, bool)
+        return_features = static(return_features, bool)
         if self._chunked(h):
             return self._in_chunks(self.forward_latent, h, return_features)
-        P = _static(h.shape[-1])
+        P = static(h.shape[-1])
         return self._classify(h.reshape(-1, self.config.d_model, P * P).transpose(1, 2), P, return_features)
 
     def forward(self, x, return_features: bool = False):
@@ -386,13 +130,13 @@ class BLMStudent(ChunkedInference, nn.Module):
         ``x`` is either ``uint8`` bytes, dequantized in-graph with ``in_scale``/``in_offset``, or an
         already standardized float tensor, used as is (no dequantization).
         """
-        return_features = _static(return_features, bool)
+        return_features = static(return_features, bool)
         if self._chunked(x):
             return self._in_chunks(self.forward, x, return_features)
         h = self.encoder.tokens(x, *self._dequant_args(x))  # (N, L, d_model), raster order
-        return self._classify(h, _static(x.shape[-1]), return_features)
+        return self._classify(h, static(x.shape[-1]), return_features)
 
-    #: :class:`~blmkd.models.ChunkedInference`: 256 patches per chunk keeps every intermediate, the
+    #: :class:`~blmkd.ops.chunked.ChunkedInference`: 256 patches per chunk keeps every intermediate, the
     #: ``(N, H, L, L)`` decay matrices included, a few MB (2-3× faster at N = 4096 on CPU).
     infer_chunk = 256
 
@@ -453,7 +197,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         """Logits ``(N, K)`` of windows given as latent tokens ``h (N, L, d_model)`` already in
         :meth:`scan_order` (``L = P²``), e.g. gathered straight from an encoded scene on a GPU.
         Equals :meth:`forward_latent` on the same windows."""
-        P = math.isqrt(_static(h.shape[1]))
+        P = math.isqrt(static(h.shape[1]))
         for layer in self.layers:
             h = layer(h)  # (N, L, d_model)
         return self._pool_head(h, self._center_index(P))
@@ -462,7 +206,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         """Logits ``(N, K)`` of windows given as tokens in :meth:`scan_order` (``L = P²``, ``P`` odd):
         latents ``h (N, L, d_model)`` and their :meth:`pixel_features` ``x, z (N, L, d_inner)``.
         Equals :meth:`forward_latent` on the same windows."""
-        P = math.isqrt(_static(h.shape[1]))
+        P = math.isqrt(static(h.shape[1]))
         h = self.layers[0].forward_from_features(h, x, z)  # (N, L, d_model)
         for layer in self.layers[1:]:
             h = layer(h)  # (N, L, d_model)
@@ -495,7 +239,7 @@ def _build(bands: int, num_classes: int, defaults: dict, overrides: dict) -> BLM
     return BLMStudent(BLMConfig(bands=bands, num_classes=num_classes, **{**defaults, **overrides}))
 
 
-@register_model("blm_test", "student", "Tiny BLM for tests (d_model 8, 1 layer).")
+@register_model(family="student", description="Tiny BLM for tests (d_model 8, 1 layer).")
 def blm_test(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(
         bands, num_classes, dict(enc_hidden=8, d_model=8, d_state=4, n_heads=2, d_conv=3), overrides
@@ -503,21 +247,21 @@ def blm_test(bands: int, num_classes: int, **overrides) -> BLMStudent:
 
 
 @register_model(
-    "blm_t",
-    "student",
-    "BLM tiny, the default student: d_model 24, d_state 8, 1 layer (~1.2 MFLOP at 200 bands, 7×7).",
+    family="student",
+    description="BLM tiny, the default student: d_model 24, d_state 8, 1 layer (~1.2 MFLOP at 200 bands, 7×7).",
 )
 def blm_t(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(bands, num_classes, dict(enc_hidden=24, d_model=24, d_state=8, n_heads=2), overrides)
 
 
-@register_model("blm_s", "student", "BLM small: d_model 32, d_state 16, 1 layer (~2 MFLOP).")
+@register_model(family="student", description="BLM small: d_model 32, d_state 16, 1 layer (~2 MFLOP).")
 def blm_s(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(bands, num_classes, dict(enc_hidden=32, d_model=32, d_state=16, n_heads=2), overrides)
 
 
 @register_model(
-    "blm_b", "student", "BLM base: d_model 48, d_state 16, 2 layers (~5.7 MFLOP, under 1/100 of the teacher)."
+    family="student",
+    description="BLM base: d_model 48, d_state 16, 2 layers (~5.7 MFLOP, under 1/100 of the teacher).",
 )
 def blm_b(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(
@@ -525,7 +269,7 @@ def blm_b(bands: int, num_classes: int, **overrides) -> BLMStudent:
     )
 
 
-@register_model("blm_paper", "student", "BLM as in the paper: encoder bands→2·bands→bands, d_state 64.")
+@register_model(family="student", description="BLM as in the paper: encoder bands→2·bands→bands, d_state 64.")
 def blm_paper(bands: int, num_classes: int, **overrides) -> BLMStudent:
     return _build(
         bands,

@@ -254,7 +254,7 @@ def test_gpu_map_and_cuda_graphs_match_the_cpu():
     from blmkd.bench.predict import map_bytes_torch
     from blmkd.export.runtime import CudaGraphs
     from blmkd.models import create_model
-    from blmkd.students.blm import NARROW_LN_ROWS, layer_norm
+    from blmkd.ops.norm import NARROW_LN_ROWS, layer_norm
 
     torch.manual_seed(0)
     model = create_model("blm_t", bands=30, num_classes=5).eval()

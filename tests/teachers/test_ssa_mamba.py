@@ -11,15 +11,7 @@ import torch.nn.functional as F
 
 from blmkd.errors import ModelError
 from blmkd.models import create_model, list_models, model_config_dict
-from blmkd.teachers.ssa_mamba import (
-    SSAMamba,
-    SSAMambaConfig,
-    _fold_bn,
-    causal_depthwise_conv,
-    ssm_conv,
-    ssm_kernel,
-    ssm_scan_ref,
-)
+from blmkd.teachers.ssa_mamba import SSAMamba, SSAMambaConfig, _fold_bn
 
 TEACHERS = list_models("teacher")
 BANDS, K = 200, 16
@@ -70,48 +62,7 @@ def test_inference_and_autograd_paths_agree():
         torch.testing.assert_close(model(x), with_grad.detach(), rtol=0, atol=0)
 
 
-# ─── SSM: fast kernel path vs the step-by-step recurrence ─────────────────────
-
-
-def _ssm_inputs(d_inner=6, N=3, L=49, d_state=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f64 = dict(dtype=torch.float64, generator=g)
-    u = torch.randn(d_inner, N, L, **f64)  # (d_inner, N, L) channel-major
-    delta_log = torch.randn(d_inner, **f64)
-    A_log = torch.randn(d_inner, d_state, **f64) * 0.5 - 1.0  # slow and fast decays
-    B, C = torch.randn(d_inner, d_state, **f64), torch.randn(d_inner, d_state, **f64)
-    D = torch.randn(d_inner, **f64)
-    return [t.requires_grad_() for t in (u, delta_log, A_log, B, C, D)]
-
-
-@pytest.mark.parametrize(
-    "L,seed", [(1, 0), (2, 1), (17, 2), (49, 3), (int(np.random.default_rng(7).integers(3, 64)), 4)]
-)
-def test_ssm_conv_matches_scan_ref_values_and_grads(L, seed):
-    inputs = _ssm_inputs(L=L, seed=seed)
-    u, delta_log, A_log, B, C, D = inputs
-    y_ref = ssm_scan_ref(u, delta_log, A_log, B, C, D)  # (d_inner, N, L)
-    y_fast = ssm_conv(u, ssm_kernel(delta_log, A_log, B, C, D, L))  # (d_inner, N, L)
-    assert y_fast.shape == y_ref.shape == u.shape
-    torch.testing.assert_close(y_fast, y_ref, rtol=1e-10, atol=1e-10)
-
-    w = torch.randn(y_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 100))
-    g_ref = torch.autograd.grad((y_ref * w).sum(), inputs)
-    g_fast = torch.autograd.grad((y_fast * w).sum(), inputs)
-    for name, a, b in zip(("u", "delta_log", "A_log", "B", "C", "D"), g_fast, g_ref):
-        if not (L == 1 and name == "A_log"):  # with one step the decay Ā never acts
-            assert b.abs().max() > 0, name  # the gradient is not trivially zero
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"d/d{name}: {m}")
-
-
-def test_ssm_kernel_is_the_impulse_response():
-    u, delta_log, A_log, B, C, D = (t.detach() for t in _ssm_inputs(N=1, L=20))
-    impulse = torch.zeros_like(u)
-    impulse[..., 0] = 1.0
-    K = ssm_kernel(delta_log, A_log, B, C, D, 20)  # (d_inner, L)
-    torch.testing.assert_close(
-        ssm_scan_ref(impulse, delta_log, A_log, B, C, D)[:, 0], K, rtol=1e-12, atol=1e-12
-    )
+# ─── SSM: the model on the fast kernel vs on the reference (kernels: tests/ops) ──
 
 
 def test_model_conv_and_scan_agree():
@@ -122,30 +73,6 @@ def test_model_conv_and_scan_agree():
     x = torch.randn(3, 12, 7, 7, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("k,L", [(3, 49), (3, 2), (4, 9), (4, 3), (1, 5)])
-def test_causal_depthwise_conv_matches_conv1d(k, L):
-    g = torch.Generator().manual_seed(k * 100 + L)
-    C, N = 5, 3
-    u = torch.randn(C, N, L, dtype=torch.float64, generator=g)
-    conv = torch.nn.Conv1d(C, C, k, padding=k - 1, groups=C).double()
-    in_bias = torch.randn(C, dtype=torch.float64, generator=g)
-    x = (u + in_bias[:, None, None]).transpose(
-        0, 1
-    )  # (N, C, L): the input with its bias, zero-padded by the conv
-    with torch.no_grad():
-        want = conv(x)[..., :L].transpose(0, 1)  # (C, N, L)
-        got = causal_depthwise_conv(u, conv.weight[:, 0], conv.bias, in_bias=in_bias)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    # Backward (the in-place slice updates under autograd): same gradients as conv1d.
-    u1, u2 = u.clone().requires_grad_(), u.clone().requires_grad_()
-    w2 = conv.weight[:, 0].detach().clone().requires_grad_()
-    gy = torch.randn(C, N, L, dtype=torch.float64, generator=g)
-    (conv((u1 + in_bias[:, None, None]).transpose(0, 1))[..., :L].transpose(0, 1) * gy).sum().backward()
-    (causal_depthwise_conv(u2, w2, conv.bias, in_bias=in_bias) * gy).sum().backward()
-    torch.testing.assert_close(u2.grad, u1.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(w2.grad, conv.weight.grad[:, 0], rtol=1e-12, atol=1e-12)
 
 
 def test_bn_folding_matches_batchnorm():
