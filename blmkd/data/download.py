@@ -1,6 +1,6 @@
 """Resumable, verified, atomic downloads into the data cache.
 
-The cache is ``~/.cache/blmkd`` unless ``BLMKD_DATA_DIR`` says otherwise. :func:`fetch` writes to
+The cache is :func:`blmkd.data.cache.data_dir`. :func:`fetch` writes to
 ``dest.part``; an interrupted transfer is resumed with an HTTP ``Range`` request (appended if the
 server answers 206 Partial Content, restarted if it answers 200), and ``dest`` appears only once
 the whole file is there and its sha256 matches. A half-downloaded file is therefore never read as
@@ -18,23 +18,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from blmkd.data.registry import DatasetInfo
 from blmkd.errors import DataError
+from blmkd.io import atomic_write_text
 
-if TYPE_CHECKING:
-    from blmkd.data.registry import DatasetInfo
-
-ENV_DATA_DIR = "BLMKD_DATA_DIR"
 CHUNK = 1 << 16
 _RETRY_DELAY_S = 1.0  # times the attempt number; tests set it to 0
 _USER_AGENT = "blmkd (+https://pypi.org/project/blmkd)"
-
-
-def data_dir() -> Path:
-    """The download cache: ``$BLMKD_DATA_DIR`` if set, else ``~/.cache/blmkd``."""
-    env = os.environ.get(ENV_DATA_DIR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "blmkd"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -224,8 +215,6 @@ def verify_cached(path: Path, pinned: str | None) -> None:
     got = _VERIFIED.get(key) or sha256_file(path)
     _VERIFIED[key] = got
     if want is None:
-        from blmkd.io import atomic_write_text
-
         with contextlib.suppress(
             OSError
         ):  # a read-only cache still loads; it is checked next time it can record

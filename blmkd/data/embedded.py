@@ -12,9 +12,8 @@ import functools
 
 import numpy as np
 
-from blmkd.data.readers import scene_from_arrays
 from blmkd.data.registry import INDIAN_PINES
-from blmkd.data.scene import Scene
+from blmkd.data.scene import Scene, scene_from_arrays
 from blmkd.errors import DataError
 
 SHAPE = (145, 145, 200)

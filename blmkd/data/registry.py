@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from blmkd.data.download import data_dir
+from blmkd.data.cache import data_dir
 from blmkd.errors import DataError
 
 _GIC = "https://www.ehu.eus/ccwintco/uploads"
@@ -374,7 +374,7 @@ def list_datasets() -> list[dict]:
     """One JSON-ready row per registered dataset, with whether its files are available locally.
 
     ``cached`` is True for the embedded Indian Pines and for datasets whose two files are in
-    :func:`~blmkd.data.download.data_dir`. ``checksum`` says whether the download is verified
+    :func:`~blmkd.data.cache.data_dir`. ``checksum`` says whether the download is verified
     against a pinned sha256 (``"not verified"`` where no checksum is known).
     """
     rows = []

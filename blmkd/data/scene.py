@@ -1,7 +1,9 @@
-"""The in-memory description of one hyperspectral scene."""
+"""The in-memory description of one hyperspectral scene, and how arrays become one (:func:`scene_from_arrays`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 from blmkd.errors import DataError
 
 UNLABELLED = -1  # value of `Scene.labels` where the ground truth is 0 (no label)
+_FINITE_CHECK_ELEMENTS = 1 << 24  # elements per block when scanning a cube for NaN/Inf
 
 
 @dataclass
@@ -104,8 +107,6 @@ def read_class_names(path: str | Path) -> list[str] | dict[int, str]:
 
 def with_class_names(scene: Scene, names: list[str] | dict, source: str = "--class-names") -> Scene:
     """A copy of ``scene`` with its classes named by ``names`` (a list in id order, or id -> name)."""
-    import dataclasses
-
     ids = list(scene.class_ids)
     if isinstance(names, dict):
         names = {int(k): str(v) for k, v in names.items()}  # JSON turns the ids into strings
@@ -121,3 +122,129 @@ def with_class_names(scene: Scene, names: list[str] | dict, source: str = "--cla
             raise DataError(f"{source}: {len(names)} class names for {len(ids)} classes (ids {ids})")
         named = [str(n) for n in names]
     return dataclasses.replace(scene, class_names=named, extra={**scene.extra, "class_names_from": source})
+
+
+# ------------------------------------------------------------------------------------------
+# Arrays to a Scene.
+
+
+def labels_from_ground_truth(gt: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Map a ground truth with arbitrary non-negative ids to contiguous labels.
+
+    Args:
+        gt: (H, W) integer-valued array (float arrays holding whole numbers are accepted);
+            0 = unlabelled.
+
+    Returns:
+        (labels, class_ids): labels is (H, W) int32 with 0..K-1 (class k is the k-th smallest
+        id) and ``UNLABELLED`` where gt is 0; class_ids are the K original ids, ascending.
+
+    Raises:
+        DataError: non-integer values, NaN, or negative ids.
+    """
+    gt = np.asarray(gt)
+    if gt.dtype.kind == "b":
+        gt = gt.astype(np.uint8)
+    elif gt.dtype.kind == "f":
+        bad = ~np.isfinite(gt) | (gt != np.round(gt))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise DataError(
+                f"ground truth is not integer-valued: {int(bad.sum())} values like {gt[r, c]} at ({r}, {c})"
+            )
+        gt = gt.astype(np.int64)
+    elif gt.dtype.kind not in "iu":
+        raise DataError(f"ground truth has unsupported dtype {gt.dtype}; expected integer class ids")
+    if gt.dtype.kind == "i" and gt.size and gt.min() < 0:
+        raise DataError(
+            f"ground truth has negative ids (min {int(gt.min())}); ids must be >= 0 with 0 = unlabelled"
+        )
+    mask = gt > 0
+    ids = np.unique(gt[mask])
+    labels = np.full(gt.shape, UNLABELLED, dtype=np.int32)
+    labels[mask] = np.searchsorted(ids, gt[mask]).astype(np.int32)
+    return labels, [int(i) for i in ids]
+
+
+def count_nonfinite(cube: np.ndarray) -> int:
+    """NaN and ±Inf values in a cube, scanned in row blocks so a memory-mapped cube stays on disk."""
+    if cube.dtype.kind not in "fc":
+        return 0
+    rows = max(1, _FINITE_CHECK_ELEMENTS // max(1, int(np.prod(cube.shape[1:]))))
+    return sum(int(np.count_nonzero(~np.isfinite(cube[r : r + rows]))) for r in range(0, cube.shape[0], rows))
+
+
+def _fill_nonfinite(cube: np.ndarray, value: float) -> np.ndarray:
+    out = np.array(cube)  # in memory, same dtype
+    rows = max(1, _FINITE_CHECK_ELEMENTS // max(1, int(np.prod(out.shape[1:]))))
+    for r in range(0, out.shape[0], rows):
+        block = out[r : r + rows]
+        block[~np.isfinite(block)] = value
+    return out
+
+
+def scene_from_arrays(
+    name: str,
+    cube: np.ndarray,
+    gt: np.ndarray,
+    *,
+    class_names: Mapping[int, str] | Callable[[int], str] | None = None,
+    source: str = "",
+    wavelengths: list[float] | None = None,
+    extra: dict | None = None,
+    fill: float | None = None,
+    check_finite: bool = True,
+) -> Scene:
+    """Build a validated :class:`Scene` from an (H, W, bands) cube and an (H, W) ground truth.
+
+    Args:
+        name: scene name.
+        cube: (H, W, bands) array, any numeric dtype; kept as is (no copy) unless ``fill`` is used.
+        gt: (H, W) ground-truth ids, 0 = unlabelled.
+        class_names: id -> name (a mapping or a function); ``"class <id>"`` where missing.
+        source: where the data came from.
+        wavelengths: band centres in nm (must have one per band).
+        extra: facts recorded in ``scene.extra``.
+        fill: replace NaN/Inf in a float cube by this value (makes an in-memory copy).
+        check_finite: scan a float cube for NaN/Inf (skip only for cubes known to be finite).
+
+    Raises:
+        DataError: shape mismatch, bad ground truth, NaN/Inf without ``fill``, no labelled pixel.
+    """
+    extra = dict(extra or {})
+    cube_shape, gt_shape = tuple(cube.shape), tuple(np.shape(gt))
+    if cube.ndim != 3:
+        raise DataError(f"cube must be 3-D (H, W, bands), got shape {cube_shape}")
+    if cube.dtype.kind not in "biuf":
+        raise DataError(f"cube has unsupported dtype {cube.dtype}")
+    if gt_shape != cube_shape[:2]:
+        raise DataError(f"cube shape {cube_shape} and ground-truth shape {gt_shape} do not match (H, W)")
+    labels, class_ids = labels_from_ground_truth(gt)
+    if not class_ids:
+        raise DataError("ground truth has no labelled pixel (every value is 0)")
+    if wavelengths is not None and len(wavelengths) != cube_shape[2]:
+        raise DataError(f"{len(wavelengths)} wavelengths for a cube with {cube_shape[2]} bands")
+    if check_finite:
+        bad = count_nonfinite(cube)
+        if bad and fill is None:
+            raise DataError(
+                f"cube has {bad} NaN/Inf values; pass --fill VALUE (fill=VALUE in Python) to replace them"
+            )
+        if bad:
+            cube = _fill_nonfinite(cube, fill)
+            extra["filled"] = {"count": bad, "value": float(fill)}
+    if callable(class_names):
+        names = [class_names(i) for i in class_ids]
+    else:
+        lookup = class_names or {}
+        names = [lookup.get(i, f"class {i}") for i in class_ids]
+    return Scene(
+        name=name,
+        cube=cube,
+        labels=labels,
+        class_ids=class_ids,
+        class_names=names,
+        source=source,
+        wavelengths=[float(w) for w in wavelengths] if wavelengths is not None else None,
+        extra=extra,
+    )

@@ -12,7 +12,7 @@ Strategies:
   origin shifted at random by the seed) and blocks go to training, chosen greedily to bring every
   class close to its target (a fraction, or a count per class when ``train`` ≥ 1). The rarest
   classes are served first, by a block or a quarter of one (finer parts only where a class's only
-  field would otherwise leave it no test pixel); whole blocks follow. Test pixels within
+  field would otherwise leave it no test pixel); whole blocks follow (:mod:`blmkd.data.disjoint`). Test pixels within
   ``buffer`` pixels (Chebyshev distance, default the patch radius P // 2) of a training pixel are
   dropped, so no test window sees a training pixel: the leakage is exactly 0. Blocks make the
   per-class fractions approximate (on Indian Pines at 10 %, classes of 400+ pixels land within
@@ -36,11 +36,14 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import maximum_filter
 
+from blmkd.data.disjoint import disjoint_blocks
+from blmkd.data.masks import dilate
 from blmkd.data.patches import check_patch_size
+from blmkd.data.readers import read_label_map
 from blmkd.data.scene import Scene
 from blmkd.errors import DataError
 
@@ -93,7 +96,7 @@ def compute_leakage(train_mask, test_mask, patch_size: int) -> float:
     n_test = int(test.sum())
     if n_test == 0:
         return 0.0
-    near = _dilate(train, patch_size // 2)
+    near = dilate(train, patch_size // 2)
     return float(np.count_nonzero(near & test) / n_test)
 
 
@@ -163,7 +166,7 @@ def make_split(
         flat = train_mask.reshape(-1)
         for c, idx in enumerate(_class_indices(labels, k)):
             flat[rng.permutation(idx)[: counts[c]]] = True
-        near = _dilate(train_mask, buffer)
+        near = dilate(train_mask, buffer)
         rest = (labels >= 0) & ~near
         _check_rest(rest, labels, k, names, buffer)
         val_mask, test_mask = _carve(rest, labels, k, val, rng)
@@ -179,7 +182,7 @@ def make_split(
             ],
             dtype=np.float64,
         )
-        train_mask, near = _disjoint_blocks(labels, k, targets, spec_block, buffer, rng, names)
+        train_mask, near = disjoint_blocks(labels, k, targets, spec_block, buffer, rng, names)
         rest = (labels >= 0) & ~near
         _check_rest(rest, labels, k, names, buffer)
         val_mask, test_mask = _carve(rest, labels, k, val, rng)
@@ -199,7 +202,7 @@ def make_split(
                     f"{names[c]} ({n[c]} labelled pixels) has no pixel in the training map; "
                     "pass --allow-small to accept a class the model cannot learn"
                 )
-        test_cand &= ~_dilate(train_mask, buffer)
+        test_cand &= ~dilate(train_mask, buffer)
         _check_rest(test_cand, labels, k, names, buffer)
         # val comes out of the training map: the official test set stays whole.
         val_mask, train_mask = _carve(train_mask, labels, k, val, rng, keep_one=True)
@@ -337,177 +340,12 @@ def _check_rest(rest: np.ndarray, labels: np.ndarray, k: int, names: list[str], 
         )
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within Chebyshev distance ``radius`` of a True pixel (the mask itself for radius 0)."""
-    if radius <= 0:
-        return mask.copy()
-    return maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
-
-
 def _digest(*masks: np.ndarray) -> str:
     h = hashlib.sha1()
     for m in masks:
         h.update(str(m.shape).encode())
         h.update(np.packbits(m, axis=None).tobytes())
     return h.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------------------
-# Spatially disjoint blocks
-
-
-def _disjoint_blocks(
-    labels: np.ndarray, k: int, targets: np.ndarray, block: int, buffer: int, rng, names: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Choose blocks for training; return (train mask, train dilated by ``buffer``).
-
-    The objective is Σ_k |s_k − t_k| / t_k (s_k training pixels of class k, t_k its target). First
-    each class without training pixels, rarest first, gets the block or block quarter that hurts
-    the objective least (eighths, sixteenths... down to single pixels where none will do). Then
-    whole blocks are added, best first, while they lower the objective, and a taken region that
-    no longer pays for itself is dropped (local search; every move lowers the objective, so it
-    ends). A region is taken only if every class keeps at least one test pixel beyond the buffer.
-    """
-    h, w = labels.shape
-    off_r, off_c = (int(v) for v in rng.integers(0, block, size=2))
-    br = (np.arange(h) + off_r) // block  # (H,) block row of each pixel row
-    bc = (np.arange(w) + off_c) // block  # (W,)
-    nbc = int(bc[-1]) + 1
-    nblocks = (int(br[-1]) + 1) * nbc
-    bid = br[:, None] * nbc + bc[None, :]  # (H, W)
-    lab = labels >= 0
-    avail = np.bincount(bid[lab] * k + labels[lab], minlength=nblocks * k).reshape(
-        nblocks, k
-    )  # (nblocks, K) not yet train
-    weight = 1.0 / np.maximum(targets, 1.0)  # (K,)
-
-    s = np.zeros(k)  # training pixels per class so far
-    excluded = np.zeros(nblocks, dtype=bool)  # used up, or infeasible (until a removal frees space)
-    train = np.zeros((h, w), dtype=bool)
-    near = np.zeros((h, w), dtype=bool)
-    left = avail.sum(axis=0)  # test candidates per class (labelled, not train, not near)
-    order = rng.permutation(nblocks)  # tie-breaking among equal scores
-    taken: list[tuple] = []  # regions added: (block, r0, r1, c0, c1, pixels added, gain per class)
-
-    def delta(gain: np.ndarray) -> np.ndarray:  # (m, K) -> (m,) change of the objective
-        return (np.abs(s + gain - targets) - np.abs(s - targets)) @ weight
-
-    def block_rect(j: int) -> tuple[int, int, int, int]:
-        i, jj = divmod(int(j), nbc)
-        return (max(0, i * block - off_r), min(h, (i + 1) * block - off_r),
-                max(0, jj * block - off_c), min(w, (jj + 1) * block - off_c))  # fmt: skip
-
-    def try_add(j: int, r0: int, r1: int, c0: int, c1: int) -> bool:
-        nonlocal left
-        new_px = lab[r0:r1, c0:c1] & ~train[r0:r1, c0:c1]
-        # The region changes `near` within `buffer` of it; that needs `train` within 2·buffer.
-        R0, R1, C0, C1 = (
-            max(0, r0 - 2 * buffer),
-            min(h, r1 + 2 * buffer),
-            max(0, c0 - 2 * buffer),
-            min(w, c1 + 2 * buffer),
-        )
-        sub = train[R0:R1, C0:C1].copy()
-        sub[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0] |= new_px
-        i0, i1, j0, j1 = max(0, r0 - buffer), min(h, r1 + buffer), max(0, c0 - buffer), min(w, c1 + buffer)
-        new_near = _dilate(sub, buffer)[i0 - R0 : i1 - R0, j0 - C0 : j1 - C0] | near[i0:i1, j0:j1]
-        was_cand = lab[i0:i1, j0:j1] & ~near[i0:i1, j0:j1]
-        lost = np.bincount(labels[i0:i1, j0:j1][was_cand & new_near], minlength=k)[:k]
-        if np.any(left - lost < 1):
-            return False
-        gain = np.bincount(labels[r0:r1, c0:c1][new_px], minlength=k)[:k]
-        near[i0:i1, j0:j1] = new_near
-        train[r0:r1, c0:c1] |= new_px
-        left = left - lost
-        s[:] += gain
-        avail[j] -= gain
-        if not avail[j].any():
-            excluded[j] = True
-        taken.append((j, r0, r1, c0, c1, new_px, gain))
-        return True
-
-    def greedy_add() -> None:
-        while True:
-            js = order[~excluded[order]]
-            if js.size == 0:
-                return
-            d = delta(avail[js])
-            better = d < -1e-12
-            if not better.any() or not try_blocks(js[better][np.argsort(d[better], kind="stable")]):
-                return
-
-    def remove_one() -> bool:
-        """Drop the taken region whose removal lowers the objective most (never a class's last pixels)."""
-        nonlocal left
-        if not taken:
-            return False
-        gains = np.array([g for *_, g in taken])  # (m, K)
-        d = delta(-gains)
-        d[np.any(((s - gains) == 0) & (gains > 0), axis=1)] = np.inf
-        i = int(np.argmin(d))
-        if d[i] >= -1e-12:
-            return False
-        j, r0, r1, c0, c1, new_px, gain = taken.pop(i)
-        train[r0:r1, c0:c1] &= ~new_px
-        s[:] -= gain
-        avail[j] += gain
-        near[:] = _dilate(train, buffer)
-        left = np.bincount(labels[lab & ~near], minlength=k)[:k]
-        excluded[:] = ~avail.any(axis=1)  # removal can make infeasible blocks feasible again
-        return True
-
-    def try_blocks(js: np.ndarray) -> bool:
-        for j in js:
-            ok = try_add(j, *block_rect(j))
-            excluded[j] = True  # taken whole, or infeasible
-            if ok:
-                return True
-        return False
-
-    def parts(c: int, side: int) -> tuple[list[tuple], list[np.ndarray]]:
-        """The side × side parts of the blocks holding untaken pixels of class c, and their gains."""
-        regions, gains = [], []
-        for j in order[avail[order, c] > 0]:
-            r0, r1, c0, c1 = block_rect(j)
-            for a in range(r0, r1, side):
-                for b in range(c0, c1, side):
-                    rr, cc = slice(a, min(a + side, r1)), slice(b, min(b + side, c1))
-                    g = np.bincount(labels[rr, cc][lab[rr, cc] & ~train[rr, cc]], minlength=k)[:k]
-                    if g[c] > 0:
-                        regions.append((j, a, rr.stop, b, cc.stop))
-                        gains.append(g)
-        return regions, gains
-
-    sides = [block]
-    while sides[-1] > 1:
-        sides.append((sides[-1] + 1) // 2)
-    # Whole blocks compete with their quarters (a rare class rarely needs a whole block's worth of
-    # other classes); finer parts are tried only when neither can serve the class.
-    groups = [sides[:2]] + [[side] for side in sides[2:]]
-    for c in np.argsort(avail.sum(axis=0), kind="stable"):  # rarest class first
-        if s[c] > 0:
-            continue
-        for group in groups:
-            regions, gains = [], []
-            for side in group:
-                r, g = parts(c, side)
-                regions += r
-                gains += g
-            if regions and any(
-                try_add(*regions[i]) for i in np.argsort(delta(np.array(gains)), kind="stable")
-            ):
-                break
-        else:
-            raise DataError(
-                f"{names[c]} cannot get a training pixel in a disjoint split and keep a test pixel beyond "
-                f"the {buffer}-pixel buffer; use a smaller --buffer"
-            )
-    greedy_add()
-    for _ in range(nblocks):
-        if not remove_one():
-            break
-        greedy_add()
-    return train, near
 
 
 # ----------------------------------------------------------------------------------------------
@@ -525,17 +363,8 @@ def _map_spec(m) -> str | None:
 def _read_map(m, scene: Scene, what: str) -> np.ndarray:
     """(H, W) bool mask of the pixels a map assigns to a set, checked against the scene's labels."""
     if isinstance(m, str | os.PathLike):
-        from pathlib import Path
-
-        from blmkd.data.readers import _library_errors, _open_container, _pick_gt
-
-        path = Path(m)
-        with _open_container(path) as (fmt, entries):
-            entry = _pick_gt(entries, None, path, tuple(scene.cube.shape), {})
-            with _library_errors(path, fmt.split("-")[0]):
-                arr = np.asarray(entry.load())
-        arr = arr.reshape([s for s in arr.shape if s != 1]) if arr.ndim == 3 else arr
-        source = str(path)
+        arr = read_label_map(m, scene.cube.shape)
+        source = str(Path(m))
     else:
         arr = np.asarray(m)
         source = f"the {what}"

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blmkd.data.readers import scene_from_arrays
-from blmkd.data.scene import Scene
+from blmkd.data.scene import Scene, scene_from_arrays
 from blmkd.errors import DataError
 from blmkd.io import atomic_path
 

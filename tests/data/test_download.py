@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from blmkd.data import download, load_scene, registry
-from blmkd.data.download import data_dir, download_dataset, fetch
+from blmkd.data.cache import data_dir
+from blmkd.data.download import download_dataset, fetch
 from blmkd.data.registry import DatasetFile, DatasetInfo
 from blmkd.errors import DataError
 
