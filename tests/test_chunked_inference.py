@@ -1,4 +1,4 @@
-"""Inference in chunks (`blmkd.models.ChunkedInference`): the same logits as the whole batch, and never
+"""Inference in chunks (`blmkd.ops.chunked.ChunkedInference`): the same logits as the whole batch, and never
 while a graph is being recorded."""
 
 from __future__ import annotations

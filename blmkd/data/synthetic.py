@@ -112,7 +112,7 @@ def material_spectrum(family: str, wl: np.ndarray, p: dict[str, float]) -> np.nd
         x = (wl - 400.0) / 2100.0
         r = p["level"] + p["slope"] * x + p["feature"] * _bump(wl, 900, 150)
     else:
-        raise ValueError(f"unknown material family {family!r}")
+        raise DataError(f"unknown material family {family!r}; known: vegetation, soil, water, man-made")
     return np.clip(r, 0.002, 0.95)
 
 

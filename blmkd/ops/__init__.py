@@ -1,13 +1,12 @@
 """Kernels the models are built from, each fast kernel beside its slow, obvious reference.
 
-=====================  ============================  ===================================
-module                 fast                          reference
-=====================  ============================  ===================================
-:mod:`.ssm`            ``ssm_kernel`` + ``ssm_conv``  ``ssm_scan_ref`` (teacher's LTI SSM)
-:mod:`.ssd`            ``ssd_dual``                  ``ssd_scan_ref`` (students' SSD)
-:mod:`.conv`           ``causal_depthwise_conv``     ``causal_depthwise_conv_ref``
-:mod:`.norm`           ``layer_norm``                ``nn.LayerNorm``
-=====================  ============================  ===================================
+- :mod:`.ssm`, the teacher's LTI SSM: ``ssm_kernel`` + ``ssm_conv`` (a Toeplitz matmul), reference
+  ``ssm_scan_ref``;
+- :mod:`.ssd`, the students' selective SSM: ``ssd_dual``, reference ``ssd_scan_ref``;
+- :mod:`.conv`: ``causal_depthwise_conv`` (shifted multiply-adds), reference
+  ``causal_depthwise_conv_ref`` (``F.conv1d``);
+- :mod:`.norm`: ``layer_norm`` (two reductions for many narrow rows on a GPU), reference
+  ``nn.LayerNorm``.
 
 :mod:`.chunked` runs a model's inference in chunks (:class:`ChunkedInference`) and :mod:`.tracing`
 holds what traced and compiled graphs need. The models import these modules directly.

@@ -136,3 +136,8 @@ def test_bad_arguments(tmp_path):
         make_synthetic_scene(2, 2, 4, 9)
     with pytest.raises(DataError, match=r"\.npy"):
         make_synthetic_scene(8, 8, 4, 2, out=tmp_path / "cube.bin")
+
+
+def test_unknown_material_family_is_a_data_error():
+    with pytest.raises(DataError, match="unknown material family 'rock'"):
+        material_spectrum("rock", WL, {})
