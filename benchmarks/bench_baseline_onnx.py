@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from blmkd.baselines import pixel_features, to_onnx
+from blmkd.bundle import DataOptions, prepare_data
 from blmkd.export.runtime import ort_session
-from blmkd.train import DataOptions, prepare_data
 
 
 def main() -> None:

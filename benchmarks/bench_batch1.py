@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from blmkd.bench.predict import open_runner
+from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli.common import DEFAULT_STUDENT
 from blmkd.export.c_export import c_compiler
-from blmkd.train import bundle_from_checkpoint
 
 TARGET_P50_MS = 0.05
 

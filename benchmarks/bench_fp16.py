@@ -41,11 +41,11 @@ import torch
 
 from blmkd.bench.machine import cpu_isa, cpu_name
 from blmkd.bench.timing import time_interleaved
+from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
 from blmkd.export import export
 from blmkd.export.onnx_export import ssm_decay_island, to_fp16
 from blmkd.export.runtime import ort_session
-from blmkd.train import bundle_from_checkpoint
 
 
 def converters(island: set[str]) -> dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]]:

@@ -51,8 +51,9 @@ def find_student(runs: Path) -> Path | None:
 
 
 def train_quick(preset: str, epochs: int, out: Path) -> Path:
+    from blmkd.bundle import DataOptions, prepare_data
     from blmkd.models import create_model
-    from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
+    from blmkd.train import TrainConfig, fit
 
     print(f"no trained student under runs/: training {preset} for {epochs} epochs into {out} (once)")
     bundle = prepare_data(DataOptions(dataset="indian_pines", patch=7, seed=0))
@@ -110,7 +111,7 @@ def main() -> None:
         sessions = {p: session(a.path, args.threads) for p, a in arts.items()}
         name = sessions["fp32"].get_inputs()[0].name
 
-        from blmkd.train import bundle_from_checkpoint
+        from blmkd.bundle import bundle_from_checkpoint
 
         bundle = bundle_from_checkpoint(ck)
         rows, cols, _ = bundle.coords("test")

@@ -55,8 +55,9 @@ def train_student(folder: Path, cube: Path, gt: Path, epochs: int, preset: str) 
     """
     import torch
 
+    from blmkd.bundle import DataOptions, prepare_data
     from blmkd.models import create_model
-    from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
+    from blmkd.train import TrainConfig, fit
 
     out = folder / (
         "student" if preset == "blm_s" else f"student_{preset}"

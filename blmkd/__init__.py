@@ -4,4 +4,6 @@ Pipeline: SSA-Mamba teacher -> byte-latent Mamba student (adaptive knowledge dis
 -> quantization (INT8/FP16) -> ONNX / TensorRT export -> benchmarks and edge reports.
 """
 
-__version__ = "0.1.0"
+from blmkd.version import __version__
+
+__all__ = ["__version__"]

@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from blmkd import __version__
+from blmkd.bundle import Bundle
 from blmkd.errors import BlmkdError, ExportError
 from blmkd.export.exporter import compare
 from blmkd.export.onnx_export import set_metadata
 from blmkd.export.runtime import ort_session
 from blmkd.io import atomic_path, atomic_write_json
 from blmkd.metrics import classification_report
-from blmkd.train import Bundle
+from blmkd.version import __version__
 
 FORMAT = "blmkd-baseline/1"
 MODELS = ("svm", "rf", "knn")

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from blmkd import __version__
 from blmkd.errors import ModelError
 from blmkd.integrity import canonical, changed_parts, describe, seal
 from blmkd.io import atomic_path, atomic_write_json
 from blmkd.models import create_model, model_config_dict
+from blmkd.version import __version__
 
 FORMAT = "blmkd-checkpoint/1"
 _OPT_PREFIX = "__optim__."

@@ -258,7 +258,7 @@ def resume_mismatch(saved: dict, model_name: str, model_config: dict, meta: dict
     Args:
         saved: the metadata of the run's ``last.safetensors``.
         model_name, model_config: the model built for the resumed run.
-        meta: the data facts of the resumed run (:meth:`blmkd.train.Bundle.meta`).
+        meta: the data facts of the resumed run (:meth:`blmkd.bundle.Bundle.meta`).
 
     Returns:
         None when model, dataset, split and preprocessing are the same; else one sentence naming

@@ -213,7 +213,7 @@ def check_c_export(text: str, name: str) -> None:
 
 
 def _version() -> str:
-    from blmkd import __version__
+    from blmkd.version import __version__
 
     return __version__
 

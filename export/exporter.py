@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import torch
 
+from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import Checkpoint, load_checkpoint
 from blmkd.errors import ExportError
 from blmkd.export import formats as F
@@ -41,7 +42,6 @@ from blmkd.export.targets import Target, device_script, engine_name, get_target,
 from blmkd.export.tensorrt import build_engine, local_compute_capability, tensorrt_status
 from blmkd.io import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from blmkd.runs import RunLock, clean_leftovers
-from blmkd.train import bundle_from_checkpoint
 
 _ENGINE_SOURCE = {"fp32": "onnx", "fp16": "onnx", "int8": "onnx-int8"}
 _PRECISION_FORMAT = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}

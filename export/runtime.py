@@ -29,8 +29,8 @@ C_SUFFIXES = (".c",)
 
 def artifact_meta(ck) -> dict[str, Any]:
     """The facts every export of checkpoint ``ck`` carries (see :mod:`blmkd.export.onnx_export`)."""
-    from blmkd import __version__
     from blmkd.checkpoint import file_sha256
+    from blmkd.version import __version__
 
     m = ck.meta
     data = m.get("data", {})

@@ -25,8 +25,8 @@ def deep_run(ip_crop_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(deep_run, tmp_path_factory):
+    from blmkd.bundle import bundle_from_checkpoint
     from blmkd.checkpoint import load_checkpoint
-    from blmkd.train import bundle_from_checkpoint
 
     bundle = bundle_from_checkpoint(load_checkpoint(deep_run))
     out = tmp_path_factory.mktemp("baselines")

@@ -18,9 +18,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint, save_checkpoint
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
+from blmkd.train import TrainConfig, fit
 
 pytestmark = [
     pytest.mark.slow,

@@ -241,9 +241,9 @@ def bench_bundle(paths: list[Path], dataset: str | None = None):
     Returns:
         ``(bundle, source)``; ``source`` names the artifact the data facts came from.
     """
+    from blmkd.bundle import Bundle, DataOptions, bundle_from_checkpoint
     from blmkd.checkpoint import load_checkpoint
     from blmkd.data.preprocess import Preprocessing
-    from blmkd.train import Bundle, DataOptions, bundle_from_checkpoint
 
     over = {"dataset": dataset} if dataset else None
     for p in paths:

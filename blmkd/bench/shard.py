@@ -55,7 +55,7 @@ def predict_scenes_sharded(
         On rank 0 one :class:`SceneMap` per cube: ``pixels`` summed over the ranks, ``seconds``
         the wall time from the start to the stitched maps. None on the other ranks.
     """
-    from blmkd import distributed as D
+    import blmkd.distributed as D
 
     ctx = D.init_from_env()
     masks = list(masks) if masks is not None else [None] * len(cubes)
@@ -123,7 +123,7 @@ def predict_scene_sharded(
     other ranks; in a single process it is :func:`predict_scene`. ``progress(rows_done, rows_total)``
     counts this rank's rows on a multi-rank run.
     """
-    from blmkd import distributed as D
+    import blmkd.distributed as D
 
     if not D.init_from_env().distributed:
         return predict_scene(

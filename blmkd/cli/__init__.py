@@ -15,8 +15,8 @@ import typing
 import typer
 from typer.models import ArgumentInfo, OptionInfo
 
-from blmkd import __version__
 from blmkd.errors import BlmkdError
+from blmkd.version import __version__
 
 #: Set to 1 to see the full traceback of any error (user errors included).
 ENV_DEBUG = "BLMKD_DEBUG"

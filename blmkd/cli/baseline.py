@@ -112,8 +112,8 @@ def baseline(
 
 def _bundles(from_run: Path | None, seeds: str | None, data_kw: dict) -> list[tuple[int, object, str | None]]:
     """(seed, bundle, source run) per seed: the deep run's own data, or the split options."""
+    from blmkd.bundle import bundle_from_checkpoint, prepare_data
     from blmkd.checkpoint import load_checkpoint
-    from blmkd.train import bundle_from_checkpoint, prepare_data
 
     seed_list = C.parse_seeds(seeds)
     if from_run is None:

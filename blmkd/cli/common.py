@@ -103,9 +103,9 @@ Amp = Annotated[
 
 
 def data_options(**kw):
-    """Build :class:`blmkd.train.DataOptions` from CLI values (paths become strings)."""
+    """Build :class:`blmkd.bundle.DataOptions` from CLI values (paths become strings)."""
+    from blmkd.bundle import DataOptions
     from blmkd.data.scene import read_class_names
-    from blmkd.train import DataOptions
 
     if kw.get("class_names") is not None:
         kw["class_names"] = read_class_names(kw["class_names"])

@@ -59,9 +59,9 @@ def demo(
     Every stage is the same code as its own command (train-teacher, distill, export, bench);
     the run ends with the report's path and its headline numbers.
     """
+    from blmkd.bundle import DataOptions, prepare_data
     from blmkd.cli.distill import distill
     from blmkd.cli.train import train_teacher
-    from blmkd.train import DataOptions, prepare_data
 
     t0 = time.perf_counter()
     check_writable_dir(out, "--out")
@@ -88,8 +88,8 @@ def demo(
     baseline_onnx = []
     if baseline:
         from blmkd.baselines import BaselineConfig, train_baselines
+        from blmkd.bundle import bundle_from_checkpoint
         from blmkd.checkpoint import load_checkpoint
-        from blmkd.train import bundle_from_checkpoint
 
         C.console.rule(
             "[bold]3b · classical baseline: RBF SVM on 7×7 mean spectra, same split (C/γ by 3-fold CV)"

@@ -164,11 +164,12 @@ def distill(
 
     import torch
 
+    from blmkd.bundle import bundle_from_checkpoint, with_patch
     from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
     from blmkd.runs import existing_run
-    from blmkd.train import bundle_from_checkpoint, class_balance_weights, with_patch
+    from blmkd.train import class_balance_weights
 
     _check_student(student)
     teacher = (

@@ -195,10 +195,11 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
     """
     import torch
 
+    from blmkd.bundle import prepare_data
     from blmkd.distributed import is_main
     from blmkd.flops import count_flops, count_params
     from blmkd.runs import RunLock, claim_run, existing_run, last_epoch
-    from blmkd.train import fit, prepare_data, write_summary
+    from blmkd.train import fit, write_summary
 
     say = C.console.print if is_main() else (lambda *a, **k: None)
     check_writable_dir(out, "--out")  # before any data loads or model trains
@@ -270,7 +271,7 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
 
 def _on_main(claim):
     """``claim()`` (a lock) on rank 0 alone (None elsewhere); its refusal is raised on every rank, so none trains."""
-    from blmkd import distributed as D
+    import blmkd.distributed as D
     from blmkd.runs import RunError
 
     D.init_from_env()
@@ -321,9 +322,10 @@ def evaluate(
     the model was trained and selected on are removed from the evaluated set, and the leakage shown
     is the share of its windows that contain one of the model's own training pixels.
     """
+    from blmkd.bundle import bundle_from_checkpoint, held_out_bundle
     from blmkd.checkpoint import load_checkpoint
     from blmkd.io import atomic_write_json
-    from blmkd.train import bundle_from_checkpoint, evaluate_model, held_out_bundle
+    from blmkd.train import evaluate_model
 
     if split_set not in ("test", "val", "train"):
         raise BlmkdError(f"--set must be test, val or train, not {split_set!r}")

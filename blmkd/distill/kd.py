@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from blmkd.train import Bundle, dihedral, predict_logits
+from blmkd.bundle import Bundle
+from blmkd.train import dihedral, predict_logits
 
 
 @dataclass
@@ -113,7 +114,7 @@ def teacher_cache(
     The teacher runs on this rank's device (:func:`blmkd.distributed.init_from_env`); the cache is
     returned on the CPU. Under torchrun every rank computes its share and receives all the others'.
     """
-    from blmkd import distributed as D
+    import blmkd.distributed as D
 
     ctx = D.init_from_env()
     teacher.to(ctx.device).eval()
@@ -158,7 +159,7 @@ def ensemble_cache(
     members' distributions. With ``tta`` every member runs on the 8 dihedral views of each patch
     and the result is their mean, ``(N, 1, K)``: one view-independent target per patch, whatever
     view the student is shown (8× the teacher time of the identity view alone). ``bundle`` is one
-    :class:`~blmkd.train.Bundle` or one per teacher (the same pixels, each member's own window).
+    :class:`~blmkd.bundle.Bundle` or one per teacher (the same pixels, each member's own window).
     """
     variants = 8 if tta else variants
     bundles = bundle if isinstance(bundle, list | tuple) else [bundle] * len(teachers)

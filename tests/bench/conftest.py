@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
+from blmkd.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="package")

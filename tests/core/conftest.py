@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from blmkd.train import DataOptions, prepare_data
+from blmkd.bundle import DataOptions, prepare_data
 
 
 @pytest.fixture(scope="session")

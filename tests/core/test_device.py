@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blmkd import distributed as D
+import blmkd.distributed as D
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.errors import BlmkdError

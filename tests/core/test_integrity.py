@@ -124,7 +124,7 @@ def test_train_records_class_names(ip_crop_path, tmp_path):
           "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
     ck = load_checkpoint(tmp_path / "run")
     assert [c["name"] for c in ck.meta["data"]["classes"]] == [f"crop class {i}" for i in range(10)]
-    from blmkd.train import bundle_from_checkpoint
+    from blmkd.bundle import bundle_from_checkpoint
 
     assert bundle_from_checkpoint(ck).scene.class_names[3] == "crop class 3"  # rebuilt without the file
 

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, _better, fit, prepare_data, selection_facts
+from blmkd.train import TrainConfig, _better, fit, selection_facts
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from blmkd.bundle import DataOptions, prepare_data, with_patch
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.data.scene import UNLABELLED
@@ -23,7 +24,7 @@ from blmkd.distill.kd import (
 from blmkd.distill.losses import DistillationLoss, KDLoss, lambda_schedule
 from blmkd.errors import BlmkdError
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, apply_variants, fit, prepare_data, with_patch
+from blmkd.train import TrainConfig, apply_variants, fit
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_cli_distills_on_unlabelled_pixels(teacher_dir, tmp_path):
 
 
 def bundle_labels(run):
-    from blmkd.train import bundle_from_checkpoint
+    from blmkd.bundle import bundle_from_checkpoint
 
     return bundle_from_checkpoint(load_checkpoint(run)).scene.labels
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint
 from blmkd.models import create_model
-from blmkd.train import DataOptions, TrainConfig, fit, prepare_data
+from blmkd.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from blmkd.bundle import bundle_from_checkpoint
 from blmkd.cli import app
 from blmkd.errors import ExportError, ModelError
 from blmkd.export import export, open_artifact
@@ -29,7 +30,6 @@ from blmkd.export.c_export import (
     with_metadata,
 )
 from blmkd.students.blm import BLMConfig, BLMStudent
-from blmkd.train import bundle_from_checkpoint
 
 needs_cc = pytest.mark.skipif(c_compiler()[0] is None, reason=c_compiler()[1] or "C compiler present")
 cli = CliRunner(env={"COLUMNS": "200"})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from blmkd.bundle import bundle_from_checkpoint
 from blmkd.errors import ExportError
 from blmkd.export import export
 from blmkd.export.c_export import (
@@ -22,7 +23,6 @@ from blmkd.export.c_export import (
     read_c_metadata,
     run_on_target,
 )
-from blmkd.train import bundle_from_checkpoint
 
 AARCH64 = get_c_target("aarch64")
 _why = cross_compiler(AARCH64)[1] or emulator(AARCH64)[1]
