@@ -79,10 +79,6 @@ class BLMStudent(ChunkedInference, nn.Module):
     def __init__(self, config: BLMConfig):
         super().__init__()
         c = self.config = config
-        if c.pool not in ("mean", "center_mean"):
-            raise ModelError(f"pool must be 'mean' or 'center_mean', not {c.pool!r}")
-        if c.scan not in ("raster", "spiral"):
-            raise ModelError(f"scan must be 'raster' or 'spiral', not {c.scan!r}")
         self.register_buffer("in_scale", torch.full((c.bands,), 1.0 / 255.0))  # (bands,)
         self.register_buffer("in_offset", torch.zeros(c.bands))  # (bands,)
         self.encoder = ByteEncoder(c.bands, c.enc_hidden, c.d_model, c.dropout)
@@ -233,6 +229,12 @@ class BLMConfig:
     pool: str = "mean"  # token pooling: "mean" or "center_mean" (average of centre token and mean)
     scan: str = "spiral"  # token order: "raster" or "spiral" (outside in, centre pixel last)
     patch_size: int = 7  # informational: the patch side the preset was sized for (any P works)
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("mean", "center_mean"):
+            raise ModelError(f"pool must be 'mean' or 'center_mean', not {self.pool!r}")
+        if self.scan not in ("raster", "spiral"):
+            raise ModelError(f"scan must be 'raster' or 'spiral', not {self.scan!r}")
 
 
 def _build(bands: int, num_classes: int, defaults: dict, overrides: dict) -> BLMStudent:
