@@ -18,7 +18,7 @@ import numpy as np
 
 from blmkd.baselines import pixel_features, to_onnx
 from blmkd.bundle import DataOptions, prepare_data
-from blmkd.export.runtime import ort_session
+from blmkd.inference.onnx_runner import ort_session
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from blmkd.bench.predict import open_runner
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli.common import DEFAULT_STUDENT
-from blmkd.export.c_export import c_compiler
+from blmkd.inference.artifacts import open_runner
+from blmkd.inference.c_build import c_compiler
 
 TARGET_P50_MS = 0.05
 

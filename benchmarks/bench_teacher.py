@@ -96,7 +96,7 @@ def ort_forward(model: torch.nn.Module, x: torch.Tensor, threads: int, folder: s
     """A function that runs ``model`` exported to ONNX (FP32, as ``blmkd export`` writes it) on ``x``
     in an ONNX Runtime CPU session with ``threads`` intra-op threads; it returns the logits."""
     from blmkd.export.onnx_export import INPUT_NAME, torch_to_onnx
-    from blmkd.export.runtime import ort_session
+    from blmkd.inference.onnx_runner import ort_session
 
     path = Path(folder) / "teacher.onnx"
     torch_to_onnx(model, x[:2], path)

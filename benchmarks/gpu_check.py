@@ -186,7 +186,7 @@ def part_teacher_infer(a) -> dict:
         z, zs, zb = ours().float(), ref().float(), ours_bf16().float()
         extra = {}
         if dev_type == "cuda":  # the same forwards replayed from CUDA graphs: no per-op launch cost
-            from blmkd.export.runtime import CudaGraphs
+            from blmkd.inference.torch_runner import CudaGraphs
 
             graphs = CudaGraphs(model, max_batch=batch)
 
@@ -342,8 +342,10 @@ def _smoke_scene(folder: Path) -> Path:
 def part_student(a) -> dict:
     import torch
 
-    from blmkd.bench.predict import map_bytes_torch, open_classifier, predict_scene
-    from blmkd.export.runtime import CudaGraphs
+    from blmkd.inference.classifier import open_classifier
+    from blmkd.inference.latent import map_bytes_torch
+    from blmkd.inference.scene import predict_scene
+    from blmkd.inference.torch_runner import CudaGraphs
     from blmkd.models import create_model
 
     cuda = a.device.startswith("cuda")

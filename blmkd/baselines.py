@@ -33,9 +33,9 @@ import numpy as np
 
 from blmkd.bundle import Bundle
 from blmkd.errors import BlmkdError, ExportError
-from blmkd.export.exporter import compare
-from blmkd.export.onnx_export import set_metadata
-from blmkd.export.runtime import ort_session
+from blmkd.export.checks import compare
+from blmkd.inference.onnx_meta import set_metadata
+from blmkd.inference.onnx_runner import ort_session
 from blmkd.io import atomic_path, atomic_write_json
 from blmkd.metrics import classification_report
 from blmkd.version import __version__

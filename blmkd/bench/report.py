@@ -53,7 +53,7 @@ def plot_maps(
     path: Path, labels: np.ndarray, maps: list[tuple[str, np.ndarray]], class_ids, class_names
 ) -> None:
     """Ground truth and each (title, class-index map) side by side, one shared legend."""
-    from blmkd.bench.predict import legend_handles, rgb_map
+    from blmkd.inference.maps import legend_handles, rgb_map
 
     plt = _plt()
     panels = [("ground truth", labels)] + maps

@@ -14,7 +14,7 @@ measures, in this order and in this process:
 * size, parameters, FLOPs per pixel, and the fraction of this machine's measured FP32 matmul peak
   the model's FLOPs reach at its best throughput;
 * on a Jetson, board power from tegrastats during the largest batch, and energy per 1,000 pixels;
-* with a report, the whole-scene classification map (:mod:`blmkd.bench.predict`) and its speed.
+* with a report, the whole-scene classification map (:mod:`blmkd.inference.scene`) and its speed.
 
 An artifact that fails (cannot load, wrong bands, a device this machine lacks) keeps its row with
 the reason. The result is a JSON-ready dict; :mod:`blmkd.bench.report` turns it into a report.
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from blmkd.bench.budgets import default_target, get_profile, get_sensor, judge, load_profiles, with_sensor
 from blmkd.bench.machine import cuda_status, jetson_model, machine_info, matmul_peak_gflops
 from blmkd.bench.memory import PeakMemory
-from blmkd.bench.targets import default_target, get_profile, get_sensor, judge, load_profiles, with_sensor
 from blmkd.bench.tegrastats import TegrastatsMonitor, energy_per_kpx_mj, tegrastats_status
 from blmkd.bench.timing import percentiles, time_samples
 from blmkd.errors import BlmkdError, DataError, ModelError
@@ -63,7 +63,7 @@ class Job:
 
 
 def artifact_kind(path: Path) -> str:
-    from blmkd.export.runtime import C_SUFFIXES, CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
+    from blmkd.inference.base import C_SUFFIXES, CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 
     if path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return "checkpoint"
@@ -109,7 +109,7 @@ def plan_jobs(paths: list[Path], device: str, cpu_bf16: bool = False) -> list[Jo
             jobs.append(Job(p, kind, "cuda"))
     for j in jobs:
         if j.kind == "engine" and not j.skip:
-            from blmkd.export.tensorrt import tensorrt_status
+            from blmkd.inference.tensorrt_runner import tensorrt_status
 
             trt_ok, trt_why = tensorrt_status()
             j.skip = "" if trt_ok else trt_why
@@ -166,7 +166,7 @@ class AutocastRunner:
 
 def open_job(job: Job, threads: int | None):
     """Open the runner of a job (raises a BlmkdError / library error on failure)."""
-    from blmkd.export.runtime import open_artifact
+    from blmkd.inference.artifacts import open_artifact
 
     if job.kind == "checkpoint":
         r = open_artifact(job.path, device=job.device)
@@ -217,18 +217,18 @@ def _job_label(job: Job) -> str:
 def _light_meta(path: Path) -> dict:
     """Metadata of an ONNX file, a C export or an engine's sidecar without opening a session."""
     if path.suffix.lower() == ".onnx":
-        from blmkd.export.runtime import onnx_metadata
+        from blmkd.inference.onnx_meta import onnx_metadata
 
         return onnx_metadata(path)
     if artifact_kind(path) == "c":
-        from blmkd.export.c_export import read_c_metadata
+        from blmkd.inference.c_build import read_c_metadata
 
         return read_c_metadata(path)
     side = path.with_name(path.name + ".json")
     meta = json.loads(side.read_text()) if side.exists() else {}
     src = path.with_name(str(meta.get("onnx", ""))) if meta.get("onnx") else None
     if src is not None and src.is_file():
-        from blmkd.export.runtime import onnx_metadata
+        from blmkd.inference.onnx_meta import onnx_metadata
 
         meta = {**onnx_metadata(src), **meta}
     return meta
@@ -503,7 +503,8 @@ def _time(runner, ex, job: Job, ctx: _Ctx, row: dict) -> None:
 
 
 def _map(runner, ctx: _Ctx, row: dict, extras: dict) -> None:
-    from blmkd.bench.predict import SceneClassifier, predict_scene
+    from blmkd.inference.classifier import SceneClassifier
+    from blmkd.inference.scene import predict_scene
 
     clf = SceneClassifier.from_runner(runner, threads=ctx.threads)
     sm = predict_scene(clf, ctx.bundle.scene.cube, tile=ctx.tile)
@@ -563,9 +564,9 @@ def run_bench(
         dataset: read this dataset (registry name or path) instead of the recorded one.
         targets: target profile names (``jetson-orin-nano@7W`` picks a power mode); default the one
             describing this machine.
-        targets_file: TOML overriding or adding profiles (see :mod:`blmkd.bench.targets`).
+        targets_file: TOML overriding or adding profiles (see :mod:`blmkd.bench.budgets`).
         sensor: a sensor preset (``enmap``, ...) or ``swath=PX,rate=LINES_PER_S`` (see
-            :func:`blmkd.bench.targets.get_sensor`): every target's throughput budget becomes the
+            :func:`blmkd.bench.budgets.get_sensor`): every target's throughput budget becomes the
             pixel rate of that sensor, and the verdicts say with what margin the artifact keeps up.
         batches: batch sizes; 1 gives the latency, the others the throughput.
         device: ``cpu`` or ``cuda``.

@@ -1,8 +1,8 @@
 """Scene maps shared out over ``torchrun`` ranks: row tiles round-robin, stitched on rank 0.
 
-The row tiles of every scene (``tile`` rows each, the tiles of :func:`blmkd.bench.predict.predict_scene`)
+The row tiles of every scene (``tile`` rows each, the tiles of :func:`blmkd.inference.scene.predict_scene`)
 are numbered in order, scene after scene, and tile ``i`` goes to rank ``i % world_size``. Each rank
-runs :func:`~blmkd.bench.predict.predict_scene` itself with a mask that keeps only its own tiles
+runs :func:`~blmkd.inference.scene.predict_scene` itself with a mask that keeps only its own tiles
 (a tile with no pixel to classify is skipped before it is read), so the per-tile path, halos and
 preprocessing are exactly the single-process ones and the stitched map is identical to the
 single-process map. The tiles are then gathered to rank 0 (``gather_object``: an int16 block per
@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from blmkd.bench.predict import SceneClassifier, SceneMap, predict_scene
+from blmkd.inference.classifier import SceneClassifier
+from blmkd.inference.scene import SceneMap, predict_scene
 
 
 def row_tiles(height: int, tile: int) -> list[tuple[int, int]]:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from blmkd.bench.budgets import PROFILES
 from blmkd.bench.machine import cpu_isa, cuda_status
-from blmkd.bench.targets import PROFILES
 from blmkd.cli import app, main
-from blmkd.export.c_export import c_compiler
+from blmkd.inference.c_build import c_compiler
 
 runner = CliRunner(env={"COLUMNS": "220", "BLMKD_NO_PROGRESS": "1"})
 

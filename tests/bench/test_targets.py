@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from blmkd.bench.targets import (
+from blmkd.bench.budgets import (
     PROFILES,
     SENSORS,
     get_profile,
