@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from seed_reference import seed_file, seed_model_like
 
+from blmkd.bench.jobs import cpu_bf16_status
 from blmkd.bench.machine import matmul_peak_gflops
-from blmkd.bench.runner import cpu_bf16_status
 from blmkd.bench.timing import time_interleaved
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model

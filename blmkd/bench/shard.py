@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+import blmkd.distributed as D
 from blmkd.inference.classifier import SceneClassifier
 from blmkd.inference.scene import SceneMap, predict_scene
 
@@ -56,8 +57,6 @@ def predict_scenes_sharded(
         On rank 0 one :class:`SceneMap` per cube: ``pixels`` summed over the ranks, ``seconds``
         the wall time from the start to the stitched maps. None on the other ranks.
     """
-    import blmkd.distributed as D
-
     ctx = D.init_from_env()
     masks = list(masks) if masks is not None else [None] * len(cubes)
     items = [(s, r0, r1) for s, cube in enumerate(cubes) for r0, r1 in row_tiles(int(cube.shape[0]), tile)]
@@ -124,8 +123,6 @@ def predict_scene_sharded(
     other ranks; in a single process it is :func:`predict_scene`. ``progress(rows_done, rows_total)``
     counts this rank's rows on a multi-rank run.
     """
-    import blmkd.distributed as D
-
     if not D.init_from_env().distributed:
         return predict_scene(
             clf, cube, tile=tile, batch=batch, mask=mask, return_logits=return_logits, progress=progress

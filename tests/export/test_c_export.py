@@ -326,7 +326,7 @@ def test_cli_export_c_then_bench(student_ckpt, tmp_path):
 
 
 def test_bench_on_cuda_skips_c_rows(tmp_path):
-    from blmkd.bench.runner import plan_jobs
+    from blmkd.bench.jobs import plan_jobs
 
     p = tmp_path / "m.c"
     p.write_text("/* BLMKD-META {} */\n")
