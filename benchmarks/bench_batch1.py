@@ -17,14 +17,14 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from blmkd.bench.timing import time_samples
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.defaults import DEFAULT_STUDENT
 from blmkd.inference.artifacts import open_runner
 from blmkd.inference.c_build import c_compiler
 
@@ -32,11 +32,7 @@ TARGET_P50_MS = 0.05
 
 
 def round_median_us(run, x, calls: int) -> float:
-    t = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        run(x)
-        t[i] = time.perf_counter() - t0
+    t = time_samples(lambda: run(x), warmup=0, runs=calls, max_seconds=float("inf"), max_runs=calls)
     return float(np.median(t) * 1e6)
 
 

@@ -40,7 +40,7 @@ import torch
 from blmkd.bench.timing import time_call
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.defaults import DEFAULT_STUDENT
 from blmkd.inference.artifacts import open_runner
 from blmkd.inference.c_build import c_compiler
 from blmkd.inference.classifier import SceneClassifier

@@ -39,6 +39,8 @@ import time
 import traceback
 from pathlib import Path
 
+from blmkd.bench.timing import time_samples
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("cuda_tests", "teacher_infer", "teacher_train", "distill", "student", "bench_cli")
@@ -67,17 +69,9 @@ def _sync(device) -> None:
 def time_fn(fn, device, *, min_time: float = 0.2, min_calls: int = 5, max_calls: int = 2000, warmup: int = 3):
     """Per-call seconds of ``fn()`` (synchronized): ``warmup`` calls, then at least ``min_calls`` and
     ``min_time`` seconds of calls, each timed alone. Returns the sorted samples."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    samples: list[float] = []
-    t_end = time.perf_counter() + min_time
-    while len(samples) < min_calls or (time.perf_counter() < t_end and len(samples) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - t0)
-    return sorted(samples)
+    samples = time_samples(fn, warmup=warmup, runs=min_calls, max_seconds=float("inf"), min_seconds=min_time,
+                           max_runs=max_calls, sync=lambda: _sync(device))  # fmt: skip
+    return sorted(float(v) for v in samples)
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -27,6 +27,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+try:  # an optional optimizer: without it the export keeps the unsimplified graph and says so
+    import onnxslim
+except ImportError:
+    onnxslim = None
+
 from blmkd.errors import ExportError
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -71,8 +76,8 @@ def simplify(model: onnx.ModelProto, log: Callable[[str], None]) -> tuple[onnx.M
         or ``"no: <reason>"``.
     """
     try:
-        import onnxslim
-
+        if onnxslim is None:
+            raise ImportError("onnxslim is not installed")
         slim = onnxslim.slim(copy.deepcopy(model))
         if not isinstance(slim, onnx.ModelProto) or not len(slim.graph.node):
             raise RuntimeError("onnxslim returned no graph")
