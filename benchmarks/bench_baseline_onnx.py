@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from blmkd.baselines import pixel_features, to_onnx
+from blmkd.bench.timing import time_interleaved
 from blmkd.bundle import DataOptions, prepare_data
-from blmkd.export.runtime import ort_session
+from blmkd.inference.onnx_runner import ort_session
 
 
 def main() -> None:
@@ -54,14 +54,13 @@ def main() -> None:
         a, b = (sessions[f"{name} {c}"].run(["logits"], {"input": windows})[0] for c in ("blmkd", "skl2onnx"))
         print(f"{name}: argmax agreement of the two graphs {100 * float((a.argmax(1) == b.argmax(1)).mean()):.2f}%, "
               f"max |Δscore| {float(np.abs(a - b).max()):.1e}")  # fmt: skip
-    times: dict[str, list[float]] = {n: [] for n in sessions}
     for s in sessions.values():
         s.run(["logits"], {"input": windows[:64]})  # warm-up
-    for _ in range(args.rounds):
-        for n, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(["logits"], {"input": windows})
-            times[n].append((time.perf_counter() - t0) / len(windows) * 1e6)
+    calls = {n: (lambda s=s: s.run(["logits"], {"input": windows})) for n, s in sessions.items()}
+    times = {
+        n: [1e6 * v / len(windows) for v in t]
+        for n, t in time_interleaved(calls, args.rounds, warmup=0).items()
+    }
     print(f"batch {len(windows)} of {bundle.patch_size}×{bundle.patch_size} windows, {args.threads} thread(s), "
           f"{args.window}×{args.window} features, median of {args.rounds} rounds:")  # fmt: skip
     for n, t in times.items():

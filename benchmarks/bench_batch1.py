@@ -17,26 +17,22 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from blmkd.bench.predict import open_runner
+from blmkd.bench.timing import time_samples
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
-from blmkd.export.c_export import c_compiler
+from blmkd.defaults import DEFAULT_STUDENT
+from blmkd.inference.artifacts import open_runner
+from blmkd.inference.c_build import c_compiler
 
 TARGET_P50_MS = 0.05
 
 
 def round_median_us(run, x, calls: int) -> float:
-    t = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        run(x)
-        t[i] = time.perf_counter() - t0
+    t = time_samples(lambda: run(x), warmup=0, runs=calls, max_seconds=float("inf"), max_runs=calls)
     return float(np.median(t) * 1e6)
 
 

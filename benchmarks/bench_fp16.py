@@ -45,7 +45,7 @@ from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
 from blmkd.export import export
 from blmkd.export.onnx_export import ssm_decay_island, to_fp16
-from blmkd.export.runtime import ort_session
+from blmkd.inference.onnx_runner import ort_session
 
 
 def converters(island: set[str]) -> dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]]:

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from blmkd.bench.timing import time_samples
+
 
 def one_pass(ext, rows: np.ndarray, cols: np.ndarray, batch: int) -> None:
     """Gather the windows of every (row, col) once, ``batch`` at a time."""
@@ -46,12 +48,9 @@ def main() -> None:
         ext = PatchExtractor(cube, p)
         setup = time.perf_counter() - t0
         for batch in (int(b) for b in args.batches.split(",")):
-            one_pass(ext, rows, cols, batch)  # warm-up: allocator, page faults
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                one_pass(ext, rows, cols, batch)
-                times.append(time.perf_counter() - t)
+            # one warm-up pass (allocator, page faults), then args.repeats timed passes
+            times = time_samples(lambda ext=ext, batch=batch: one_pass(ext, rows, cols, batch), warmup=1, runs=args.repeats,
+                                 max_seconds=float("inf"), max_runs=args.repeats)  # fmt: skip
             med, p10, p90 = np.percentile(times, [50, 10, 90])
             mb = n * scene.bands * p * p * cube.itemsize / 1e6
             print(

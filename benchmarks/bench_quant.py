@@ -28,9 +28,9 @@ import torch
 
 from blmkd.bench.timing import time_interleaved
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.defaults import DEFAULT_STUDENT
 from blmkd.export import export
-from blmkd.export.runtime import ort_session
+from blmkd.inference.onnx_runner import ort_session
 
 OA_TARGET_PP = 0.3
 LABELS = {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8", "onnx-int8-byte": "int8-byte"}

@@ -37,12 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blmkd.bench.predict import SceneClassifier, open_runner, predict_scene
 from blmkd.bench.timing import time_call
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
-from blmkd.export.c_export import c_compiler
+from blmkd.defaults import DEFAULT_STUDENT
+from blmkd.inference.artifacts import open_runner
+from blmkd.inference.c_build import c_compiler
+from blmkd.inference.classifier import SceneClassifier
+from blmkd.inference.scene import predict_scene
 
 TARGET_PX_S = 50_000
 TARGET_P50_MS = 0.05

@@ -15,7 +15,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from blmkd.bench.timing import mean_call_seconds
+from blmkd.bench.timing import time_repeats
 from blmkd.models import create_model, list_models
 
 
@@ -34,11 +33,7 @@ def _time(fn, repeats: int, min_time: float = 0.05, budget: float = 3.0) -> tupl
     Each repeat loops until ``min_time`` has passed (so that µs-calls are timed in bulk); repeats
     stop early once ``budget`` seconds are spent and three are done (slow presets at large batches).
     """
-    fn()  # warm-up
-    per_call, start = [], time.perf_counter()
-    while len(per_call) < repeats and (len(per_call) < 3 or time.perf_counter() - start < budget):
-        per_call.append(mean_call_seconds(fn, min_time))
-    per_call.sort()
+    per_call = time_repeats(fn, repeats, min_time=min_time, warmup=1, budget=budget)
     return statistics.median(per_call), per_call[min(len(per_call) - 1, int(0.9 * len(per_call)))]
 
 

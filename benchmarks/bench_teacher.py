@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from seed_reference import seed_file, seed_model_like
 
+from blmkd.bench.jobs import cpu_bf16_status
 from blmkd.bench.machine import matmul_peak_gflops
-from blmkd.bench.runner import cpu_bf16_status
 from blmkd.bench.timing import time_interleaved
 from blmkd.flops import count_flops, count_params
 from blmkd.models import create_model
@@ -96,7 +96,7 @@ def ort_forward(model: torch.nn.Module, x: torch.Tensor, threads: int, folder: s
     """A function that runs ``model`` exported to ONNX (FP32, as ``blmkd export`` writes it) on ``x``
     in an ONNX Runtime CPU session with ``threads`` intra-op threads; it returns the logits."""
     from blmkd.export.onnx_export import INPUT_NAME, torch_to_onnx
-    from blmkd.export.runtime import ort_session
+    from blmkd.inference.onnx_runner import ort_session
 
     path = Path(folder) / "teacher.onnx"
     torch_to_onnx(model, x[:2], path)

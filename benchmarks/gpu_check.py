@@ -39,6 +39,8 @@ import time
 import traceback
 from pathlib import Path
 
+from blmkd.bench.timing import time_samples
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("cuda_tests", "teacher_infer", "teacher_train", "distill", "student", "bench_cli")
@@ -67,17 +69,9 @@ def _sync(device) -> None:
 def time_fn(fn, device, *, min_time: float = 0.2, min_calls: int = 5, max_calls: int = 2000, warmup: int = 3):
     """Per-call seconds of ``fn()`` (synchronized): ``warmup`` calls, then at least ``min_calls`` and
     ``min_time`` seconds of calls, each timed alone. Returns the sorted samples."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    samples: list[float] = []
-    t_end = time.perf_counter() + min_time
-    while len(samples) < min_calls or (time.perf_counter() < t_end and len(samples) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - t0)
-    return sorted(samples)
+    samples = time_samples(fn, warmup=warmup, runs=min_calls, max_seconds=float("inf"), min_seconds=min_time,
+                           max_runs=max_calls, sync=lambda: _sync(device))  # fmt: skip
+    return sorted(float(v) for v in samples)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -186,7 +180,7 @@ def part_teacher_infer(a) -> dict:
         z, zs, zb = ours().float(), ref().float(), ours_bf16().float()
         extra = {}
         if dev_type == "cuda":  # the same forwards replayed from CUDA graphs: no per-op launch cost
-            from blmkd.export.runtime import CudaGraphs
+            from blmkd.inference.torch_runner import CudaGraphs
 
             graphs = CudaGraphs(model, max_batch=batch)
 
@@ -342,8 +336,10 @@ def _smoke_scene(folder: Path) -> Path:
 def part_student(a) -> dict:
     import torch
 
-    from blmkd.bench.predict import map_bytes_torch, open_classifier, predict_scene
-    from blmkd.export.runtime import CudaGraphs
+    from blmkd.inference.classifier import open_classifier
+    from blmkd.inference.latent import map_bytes_torch
+    from blmkd.inference.scene import predict_scene
+    from blmkd.inference.torch_runner import CudaGraphs
     from blmkd.models import create_model
 
     cuda = a.device.startswith("cuda")

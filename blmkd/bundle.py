@@ -78,9 +78,7 @@ class Bundle:
         on = self.__dict__.setdefault("_on_device", {})
         key = (input_kind, str(torch.device(device)))
         if key not in on:
-            r = ext.radius
-            cube = ext.padded[:, r : ext.padded.shape[1] - r, r : ext.padded.shape[2] - r]  # (B, H, W) view
-            on[key] = PatchExtractor(cube.permute(1, 2, 0).numpy(), self.patch_size, device=device)
+            on[key] = ext.to(device)
         return on[key]
 
     def coords(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from blmkd.errors import ExportError
+from blmkd.export.cross_compile import get_c_target
+from blmkd.export.devices import get_target
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 MIN_OPSET, MAX_OPSET = 17, 20  # LayerNormalization needs 17; 20 is the TorchScript exporter's maximum
@@ -155,14 +157,10 @@ def _check_batch_profile(v: Any) -> None:
 
 
 def _check_target(v: Any) -> None:
-    from blmkd.export.targets import get_target
-
     get_target(v)  # raises with the list of known targets
 
 
 def _check_c_target(v: Any) -> None:
-    from blmkd.export.c_export import get_c_target
-
     get_c_target(v)  # raises with the list of known C targets
 
 

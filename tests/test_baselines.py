@@ -11,7 +11,7 @@ import pytest
 from blmkd.baselines import BaselineConfig, best_baseline, to_onnx, train_baselines, window_features
 from blmkd.bench.report import baseline_lines
 from blmkd.cli import main
-from blmkd.export.runtime import OnnxRunner, ort_session
+from blmkd.inference.onnx_runner import OnnxRunner, ort_session
 
 
 @pytest.fixture(scope="module")

@@ -145,8 +145,8 @@ def _one_line(exc: BaseException) -> str:
 def test_missing_geo_extra_is_a_one_line_install_hint(monkeypatch, tmp_path):
     import numpy as np
 
-    from blmkd.bench.predict import write_map
     from blmkd.data import load_scene
+    from blmkd.inference.maps import write_map
 
     monkeypatch.setitem(sys.modules, "rasterio", None)  # import fails as if it were not installed
     with pytest.raises(BlmkdError) as err:
@@ -159,8 +159,8 @@ def test_missing_geo_extra_is_a_one_line_install_hint(monkeypatch, tmp_path):
 
 
 def test_missing_trt_extra_is_a_one_line_install_hint(monkeypatch, tmp_path):
-    from blmkd.export import open_artifact
-    from blmkd.export.tensorrt import tensorrt_status
+    from blmkd.inference.artifacts import open_artifact
+    from blmkd.inference.tensorrt_runner import tensorrt_status
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     ok, why = tensorrt_status()

@@ -140,8 +140,8 @@ def _student_checkpoint(scene, path):
 
 
 def _maps_rank(rank: int, port: int, ckpt: str, cubes: list, masks: list, tmp: str) -> None:
-    from blmkd.bench.predict import open_classifier
     from blmkd.bench.shard import predict_scene_sharded, predict_scenes_sharded
+    from blmkd.inference.classifier import open_classifier
 
     _join_group(rank, port)
     clf = open_classifier(ckpt, mode="encode")
@@ -160,8 +160,9 @@ def _maps_rank(rank: int, port: int, ckpt: str, cubes: list, masks: list, tmp: s
 
 
 def test_sharded_maps_equal_the_single_process_map(tmp_path):
-    from blmkd.bench.predict import open_classifier, predict_scene
     from blmkd.data import make_synthetic_scene
+    from blmkd.inference.classifier import open_classifier
+    from blmkd.inference.scene import predict_scene
 
     scene = make_synthetic_scene(23, 19, 12, 4, seed=3)
     ckpt = _student_checkpoint(scene, tmp_path / "student.safetensors")

@@ -31,7 +31,8 @@ def test_wheel_contains_all_packages(tmp_path):
         "blmkd/teachers/__init__.py",
         "blmkd/teachers/ssa_mamba.py",
         "blmkd/export/__init__.py",
-        "blmkd/export/blm_student.c",  # package data: the kernel of `export --c`
+        "blmkd/inference/__init__.py",
+        "blmkd/inference/blm_student.c",  # package data: the kernel of `export --c`
         "blmkd/export/blm_runner.c",  # and the push-broom runner of `export --c --runner`
     ):
         assert mod in names, f"{mod} missing from the wheel"

@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from blmkd.bench.timing import time_samples
 
@@ -83,8 +84,6 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
 
 def cuda_status() -> tuple[bool, str]:
     """(available, reason): whether PyTorch sees a CUDA GPU, and if not, why."""
-    import torch
-
     if not torch.backends.cuda.is_built():
         return False, f"this PyTorch ({torch.__version__}) is built without CUDA"
     if not torch.cuda.is_available():
@@ -95,7 +94,6 @@ def cuda_status() -> tuple[bool, str]:
 def machine_info(device: str = "cpu") -> dict:
     """JSON-ready facts: CPU, cores, threads, GPU, Jetson board, library versions."""
     import onnxruntime as ort
-    import torch
 
     info = {
         "host": platform.node(),
@@ -128,8 +126,6 @@ def matmul_peak_gflops(device: str = "cpu", n: int | None = None, runs: int = 10
     Returns:
         ``{"gflops": best, "median_gflops": ..., "n": n, "dtype": "float32", "device": device}``.
     """
-    import torch
-
     cuda = device.startswith("cuda")
     n = n or (8192 if cuda else 1024)
     gen = torch.Generator().manual_seed(0)

@@ -17,6 +17,13 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+try:  # optional: /proc/self/status where it is missing
+    import psutil
+except ImportError:
+    psutil = None
+
 MB = 1 << 20
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -34,13 +41,10 @@ def _status_kb(key: str) -> int | None:
 
 def rss_bytes() -> int | None:
     """Current resident set size of this process in bytes (None where it cannot be read)."""
-    try:
-        import psutil
-
+    if psutil is not None:
         return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        kb = _status_kb("VmRSS")
-        return None if kb is None else kb * 1024
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb * 1024
 
 
 def peak_rss_bytes() -> int | None:
@@ -89,8 +93,6 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
-            import torch
-
             torch.cuda.synchronize()
             self._base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
@@ -117,8 +119,6 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> bool:
         if self.device.startswith("cuda"):
-            import torch
-
             torch.cuda.synchronize()
             self.peak_mb = max(0, torch.cuda.max_memory_allocated() - self._base) / MB
             return False

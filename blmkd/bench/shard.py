@@ -1,8 +1,8 @@
 """Scene maps shared out over ``torchrun`` ranks: row tiles round-robin, stitched on rank 0.
 
-The row tiles of every scene (``tile`` rows each, the tiles of :func:`blmkd.bench.predict.predict_scene`)
+The row tiles of every scene (``tile`` rows each, the tiles of :func:`blmkd.inference.scene.predict_scene`)
 are numbered in order, scene after scene, and tile ``i`` goes to rank ``i % world_size``. Each rank
-runs :func:`~blmkd.bench.predict.predict_scene` itself with a mask that keeps only its own tiles
+runs :func:`~blmkd.inference.scene.predict_scene` itself with a mask that keeps only its own tiles
 (a tile with no pixel to classify is skipped before it is read), so the per-tile path, halos and
 preprocessing are exactly the single-process ones and the stitched map is identical to the
 single-process map. The tiles are then gathered to rank 0 (``gather_object``: an int16 block per
@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from blmkd.bench.predict import SceneClassifier, SceneMap, predict_scene
+import blmkd.distributed as D
+from blmkd.inference.classifier import SceneClassifier
+from blmkd.inference.scene import SceneMap, predict_scene
 
 
 def row_tiles(height: int, tile: int) -> list[tuple[int, int]]:
@@ -55,8 +57,6 @@ def predict_scenes_sharded(
         On rank 0 one :class:`SceneMap` per cube: ``pixels`` summed over the ranks, ``seconds``
         the wall time from the start to the stitched maps. None on the other ranks.
     """
-    import blmkd.distributed as D
-
     ctx = D.init_from_env()
     masks = list(masks) if masks is not None else [None] * len(cubes)
     items = [(s, r0, r1) for s, cube in enumerate(cubes) for r0, r1 in row_tiles(int(cube.shape[0]), tile)]
@@ -123,8 +123,6 @@ def predict_scene_sharded(
     other ranks; in a single process it is :func:`predict_scene`. ``progress(rows_done, rows_total)``
     counts this rank's rows on a multi-rank run.
     """
-    import blmkd.distributed as D
-
     if not D.init_from_env().distributed:
         return predict_scene(
             clf, cube, tile=tile, batch=batch, mask=mask, return_logits=return_logits, progress=progress

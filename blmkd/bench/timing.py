@@ -41,13 +41,14 @@ def time_samples(
     max_seconds: float = 10.0,
     sync: Callable[[], None] | None = None,
     min_seconds: float = 0.0,
+    max_runs: int | None = None,
 ) -> np.ndarray:
     """Durations in seconds of ``runs`` calls of ``fn()`` after ``warmup`` calls (the raw samples).
 
     With ``min_seconds``, a fast ``fn`` keeps being timed past ``runs`` calls until that much time
     has passed (and warms up for a tenth of it at least): 100 calls of a 30 µs model are 3 ms, too
     short for stable percentiles on a shared machine. Stops once ``max_seconds`` have passed and at
-    least 5 calls are timed. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock
+    least 5 calls are timed, or once ``max_runs`` calls are. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock
     read so that asynchronous GPU work is inside the measured interval.
     """
     t_warm = time.perf_counter() + 0.1 * min_seconds
@@ -68,6 +69,8 @@ def time_samples(
         t1 = time.perf_counter()
         samples.append(t1 - t0)
         if (len(samples) >= runs and t1 >= enough) or (t1 > deadline and len(samples) >= 5):
+            break
+        if max_runs is not None and len(samples) >= max_runs:
             break
     return np.asarray(samples, dtype=np.float64)
 
@@ -117,3 +120,23 @@ def mean_call_seconds(fn: Callable[[], object], min_time: float) -> float:
         dt = time.perf_counter() - t0
         if dt >= min_time:
             return dt / n
+
+
+def time_repeats(
+    fn: Callable[[], object],
+    repeats: int,
+    *,
+    min_time: float = 0.0,
+    warmup: int = 1,
+    budget: float = float("inf"),
+    min_repeats: int = 3,
+) -> list[float]:
+    """``repeats`` samples of :func:`mean_call_seconds` of ``fn`` after ``warmup`` calls, sorted;
+    fewer (but at least ``min_repeats``) once ``budget`` seconds are spent (slow calls)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats and (len(samples) < min_repeats or time.perf_counter() - start < budget):
+        samples.append(mean_call_seconds(fn, min_time))
+    return sorted(samples)

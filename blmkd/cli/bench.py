@@ -201,14 +201,10 @@ def predict(
     import torch
 
     from blmkd.bench.memory import peak_rss_bytes
-    from blmkd.bench.predict import (
-        check_map_path,
-        load_scene_for_map,
-        open_classifier,
-        write_map,
-    )
     from blmkd.bench.shard import predict_scene_sharded
     from blmkd.distributed import init_from_env, is_main
+    from blmkd.inference.classifier import open_classifier
+    from blmkd.inference.maps import check_map_path, load_scene_for_map, write_map
     from blmkd.io import atomic_write_json
 
     paths = [check_writable_file(check_map_path(p), "--out") for p in out]

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from blmkd.defaults import DEFAULT_STUDENT  # noqa: F401  (the commands' default --student)
 from blmkd.errors import BlmkdError
 
 #: Width of the console when stdout is a file or a pipe (a log, CI) and COLUMNS is not set: rich
@@ -26,11 +27,6 @@ def _console() -> Console:
 
 console = _console()
 
-#: The student `distill`, `train-student` and `demo` use unless told otherwise. `blm_t`, because
-#: on Indian Pines' 10% split it was as accurate as `blm_s` trained alone on the same five seeds
-#: (OA 98.03 ± 0.46 vs 97.77 ± 0.59, AA 96.20 vs 94.94) with 0.64× its FLOPs, and it maps a scene
-#: 1.5× faster (docs/results.md, Students trained alone).
-DEFAULT_STUDENT = "blm_t"
 
 # Dataset and split options: the same names as `blmkd split` wherever data is read.
 Dataset = Annotated[

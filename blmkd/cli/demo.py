@@ -121,7 +121,7 @@ def demo(
                 arts += export_fn(src, formats=[fmt], out_dir=out / "export", force=True)
             except ExportError as exc:
                 C.console.print(f"[yellow]{label} export skipped: {exc}[/]")
-        from blmkd.export.c_export import c_compiler
+        from blmkd.inference.c_build import c_compiler
 
         if c_compiler()[0] is None:  # the C file is compiled here to check it; without a compiler, no C row
             C.console.print(f"[yellow]C export skipped: {c_compiler()[1]}[/]")

@@ -64,18 +64,30 @@ class PatchExtractor:
         for b0 in range(0, b, step):
             chunk = np.moveaxis(np.asarray(cube[:, :, b0 : b0 + step]), 2, 0)  # (b, H, W)
             padded[b0 : b0 + step] = np.pad(chunk, ((0, 0), (r, r), (r, r)), mode="reflect")
-        self.padded = torch.from_numpy(padded)  # (B, Hp, Wp), shares memory with `padded`
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        if self.device.type == "cpu":
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        self._place(torch.from_numpy(padded).to(dev), dev)  # on the CPU it shares memory with `padded`
+
+    def _place(self, padded: torch.Tensor, device: torch.device) -> None:
+        """Keep the padded cube ``(B, Hp, Wp)`` on ``device`` and the window view of it."""
+        self.padded, self.device = padded, device
+        p = self.patch_size
+        if device.type == "cpu":
             # (H, W, B, P, P) strided view of the padded memory; indexing it copies only the windows.
-            self._windows = sliding_window_view(padded, (self.patch_size, self.patch_size), axis=(1, 2))
-            self._windows = self._windows.transpose(1, 2, 0, 3, 4)
+            self._windows = sliding_window_view(padded.numpy(), (p, p), axis=(1, 2)).transpose(1, 2, 0, 3, 4)
         else:
-            self.padded = self.padded.to(self.device)
-            p = self.patch_size
-            self._windows = (
-                self.padded.unfold(1, p, 1).unfold(2, p, 1).permute(1, 2, 0, 3, 4)
-            )  # (H, W, B, P, P)
+            self._windows = padded.unfold(1, p, 1).unfold(2, p, 1).permute(1, 2, 0, 3, 4)  # (H, W, B, P, P)
+
+    def to(self, device: str | torch.device) -> PatchExtractor:
+        """This extractor on ``device``: the padded cube copied there as it is (in its own dtype,
+        not padded again); ``self`` where it already is."""
+        dev = torch.device(device)
+        if dev == self.device:
+            return self
+        moved = object.__new__(PatchExtractor)
+        moved.patch_size, moved.radius = self.patch_size, self.radius
+        moved.height, moved.width, moved.bands = self.height, self.width, self.bands
+        moved._place(self.padded.to(dev), dev)
+        return moved
 
     @property
     def dtype(self) -> torch.dtype:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from blmkd.bench.budgets import PROFILES
 from blmkd.bench.machine import cpu_isa, cuda_status
-from blmkd.bench.targets import PROFILES
 from blmkd.cli import app, main
-from blmkd.export.c_export import c_compiler
+from blmkd.inference.c_build import c_compiler
 
 runner = CliRunner(env={"COLUMNS": "220", "BLMKD_NO_PROGRESS": "1"})
 
@@ -120,7 +120,8 @@ def test_bench_on_cuda_skips_cleanly_here(student_ckpt, student_onnx):
 def test_bench_cpu_bf16_row(student_ckpt):
     """`--bf16` adds a BF16-autocast row per checkpoint on CPU: run and compared with FP32 where the
     CPU has BF16 dot products, skipped with the reason elsewhere."""
-    from blmkd.bench.runner import cpu_bf16_status, run_bench
+    from blmkd.bench.jobs import cpu_bf16_status
+    from blmkd.bench.runner import run_bench
 
     res = run_bench([student_ckpt.path], runs=5, batches=[1, 32], eval_size=300, threads=1, cpu_bf16=True,
                     log=lambda s: None)  # fmt: skip

@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from blmkd.bench.predict import (
-    open_classifier,
-    predict_patches_ref,
-    predict_scene,
-    reflect_index,
-    release_pages,
-    tile_input,
-    to_class_ids,
-    write_map,
-)
 from blmkd.checkpoint import save_checkpoint
 from blmkd.data import make_synthetic_scene
 from blmkd.data.patches import PatchExtractor
 from blmkd.data.preprocess import fit_preprocessing
 from blmkd.errors import BlmkdError
+from blmkd.inference.classifier import open_classifier
+from blmkd.inference.maps import to_class_ids, write_map
+from blmkd.inference.scene import predict_patches_ref, predict_scene, reflect_index, release_pages, tile_input
 from blmkd.models import create_model
 
 P = 5
@@ -99,8 +92,9 @@ def test_encode_ort_workers_each_run_their_own_session(student, scene):
 def student_c(student, tmp_path_factory, monkeypatch_module):
     """The student as a C export (``export --c`` needs a test split; this writes the same file)."""
     from blmkd.checkpoint import load_checkpoint
-    from blmkd.export.c_export import c_compiler, c_source, seal_c_source
-    from blmkd.export.runtime import artifact_meta
+    from blmkd.export.c_export import c_source
+    from blmkd.inference.c_build import c_compiler, seal_c_source
+    from blmkd.inference.torch_runner import artifact_meta
 
     if c_compiler()[0] is None:
         pytest.skip(c_compiler()[1])
@@ -200,7 +194,7 @@ def _windows_ref(model, cube_u8, patch):
     import numpy as np
     import torch
 
-    from blmkd.bench.predict import reflect_index
+    from blmkd.inference.scene import reflect_index
 
     h, w, b = cube_u8.shape
     r = patch // 2
@@ -213,7 +207,7 @@ def _windows_ref(model, cube_u8, patch):
 def test_map_bytes_torch_equals_per_patch_inference():
     import torch
 
-    from blmkd.bench.predict import map_bytes_torch
+    from blmkd.inference.latent import map_bytes_torch
     from blmkd.models import create_model
 
     torch.manual_seed(0)
@@ -251,8 +245,8 @@ def test_forward_scanned_equals_forward_latent():
 def test_gpu_map_and_cuda_graphs_match_the_cpu():
     import torch
 
-    from blmkd.bench.predict import map_bytes_torch
-    from blmkd.export.runtime import CudaGraphs
+    from blmkd.inference.latent import map_bytes_torch
+    from blmkd.inference.torch_runner import CudaGraphs
     from blmkd.models import create_model
     from blmkd.ops.norm import NARROW_LN_ROWS, layer_norm
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blmkd.bench.memory import PeakMemory, peak_rss_bytes, rss_bytes
-from blmkd.bench.timing import percentiles, time_call, time_samples
+from blmkd.bench.timing import percentiles, time_call, time_repeats, time_samples
 
 
 def test_percentiles_interpolate_linearly_in_ms():
@@ -73,3 +73,16 @@ def test_peak_memory_sees_a_transient_allocation():
     with PeakMemory() as none:
         pass
     assert none.peak_mb < small.peak_mb / 4
+
+
+def test_max_runs_caps_the_samples_and_repeats_stop_at_the_budget(monkeypatch):
+    clock = iter(np.arange(0, 100, 0.001))
+    import blmkd.bench.timing as timing
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    s = time_samples(lambda: None, warmup=0, runs=3, min_seconds=5.0, max_seconds=float("inf"), max_runs=7)
+    assert len(s) == 7  # min_seconds would have asked for thousands
+    calls = []
+    r = time_repeats(lambda: calls.append(1), 10, min_time=0.0, warmup=2, budget=0.005, min_repeats=3)
+    # each sample is one call of 1 ms on this clock: the 5 ms budget stops it before 10 repeats
+    assert 3 <= len(r) < 10 and r == sorted(r) and len(calls) == len(r) + 2

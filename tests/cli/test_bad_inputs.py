@@ -22,7 +22,7 @@ import onnx
 import pytest
 
 from blmkd.cli import NUMERIC_BOUNDS, app, main, numeric_options
-from blmkd.export.c_export import c_compiler, seal_c_source
+from blmkd.inference.c_build import c_compiler, seal_c_source
 
 needs_cc = pytest.mark.skipif(c_compiler()[0] is None, reason=c_compiler()[1] or "C compiler present")
 

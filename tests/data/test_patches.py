@@ -118,3 +118,23 @@ def test_gather_on_cuda_matches_cpu():
     gpu = PatchExtractor(cube, 7, device="cuda").gather(rows, cols)
     assert gpu.device.type == "cuda"
     np.testing.assert_array_equal(gpu.cpu().numpy(), naive_windows(cube, 7, rows, cols))
+
+
+def test_to_the_device_it_is_on_is_itself():
+    ex = PatchExtractor(np.zeros((9, 9, 2), np.uint8), 3)
+    assert ex.to("cpu") is ex and ex.to(torch.device("cpu")) is ex
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_to_cuda_uploads_the_padded_cube_and_gathers_the_same_windows():
+    rng = np.random.default_rng(1)
+    cube = rng.integers(0, 256, size=(20, 30, 6), dtype=np.uint8)
+    rows, cols = rng.integers(0, 20, 100), rng.integers(0, 30, 100)
+    cpu = PatchExtractor(cube, 7)
+    gpu = cpu.to("cuda")
+    assert gpu.device.type == "cuda" and gpu.padded.dtype == torch.uint8  # bytes stay bytes
+    assert torch.equal(gpu.padded.cpu(), cpu.padded)  # the same padded cube, uploaded
+    np.testing.assert_array_equal(gpu.gather(rows, cols).cpu().numpy(), cpu.gather(rows, cols).numpy())
+    back = gpu.to("cpu")
+    np.testing.assert_array_equal(back.gather(rows, cols).numpy(), naive_windows(cube, 7, rows, cols))

@@ -16,19 +16,19 @@ from typer.testing import CliRunner
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.cli import app
 from blmkd.errors import ExportError, ModelError
-from blmkd.export import export, open_artifact
-from blmkd.export.c_export import (
-    CRunner,
+from blmkd.export import export
+from blmkd.export.c_export import c_source, with_metadata
+from blmkd.inference.artifacts import open_artifact
+from blmkd.inference.c_build import (
     c_compiler,
-    c_source,
     check_c_export,
     compile_c,
     native_dir,
     read_c_metadata,
     seal_c_source,
     verify_c_source,
-    with_metadata,
 )
+from blmkd.inference.c_runner import CRunner
 from blmkd.students.blm import BLMConfig, BLMStudent
 
 needs_cc = pytest.mark.skipif(c_compiler()[0] is None, reason=c_compiler()[1] or "C compiler present")
@@ -118,7 +118,7 @@ def test_every_matmul_path_equals_pytorch(define, build, arch, tmp_path, monkeyp
     """The fast paths and their references, on configurations with and without a remainder row block."""
     import platform
 
-    from blmkd.export.c_export import BASE_CFLAGS
+    from blmkd.inference.c_build import BASE_CFLAGS
 
     if arch == "-march=x86-64-v3" and platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86-64-v3 (AVX2) builds need an x86-64 compiler")
@@ -147,7 +147,7 @@ def test_gates_vectorize_under_strict_ieee(tmp_path):
     import shutil
     import subprocess
 
-    from blmkd.export.c_export import BASE_CFLAGS
+    from blmkd.inference.c_build import BASE_CFLAGS
 
     gcc = shutil.which("gcc")
     if (
@@ -326,7 +326,7 @@ def test_cli_export_c_then_bench(student_ckpt, tmp_path):
 
 
 def test_bench_on_cuda_skips_c_rows(tmp_path):
-    from blmkd.bench.runner import plan_jobs
+    from blmkd.bench.jobs import plan_jobs
 
     p = tmp_path / "m.c"
     p.write_text("/* BLMKD-META {} */\n")

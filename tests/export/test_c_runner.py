@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from blmkd.cli import app
 from blmkd.export import export
-from blmkd.export.c_export import c_compiler
+from blmkd.inference.c_build import c_compiler
 
 pytestmark = pytest.mark.skipif(c_compiler()[0] is None, reason=c_compiler()[1] or "C compiler present")
 cli = CliRunner(env={"COLUMNS": "200"})

@@ -14,15 +14,8 @@ import torch
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.errors import ExportError
 from blmkd.export import export
-from blmkd.export.c_export import (
-    C_TARGETS,
-    c_compiler,
-    cross_compiler,
-    emulator,
-    get_c_target,
-    read_c_metadata,
-    run_on_target,
-)
+from blmkd.export.cross_compile import C_TARGETS, cross_compiler, emulator, get_c_target, run_on_target
+from blmkd.inference.c_build import c_compiler, read_c_metadata
 
 AARCH64 = get_c_target("aarch64")
 _why = cross_compiler(AARCH64)[1] or emulator(AARCH64)[1]
@@ -115,7 +108,9 @@ def test_cross_compiler_as_cc_is_a_one_line_error_on_the_host(tmp_path, monkeypa
 
     if platform.machine() == "aarch64":
         pytest.skip("this host is aarch64")
-    from blmkd.export.c_export import CRunner, c_source, seal_c_source
+    from blmkd.export.c_export import c_source
+    from blmkd.inference.c_build import seal_c_source
+    from blmkd.inference.c_runner import CRunner
     from blmkd.students.blm import BLMConfig, BLMStudent
 
     model = BLMStudent(BLMConfig(bands=20, num_classes=3, enc_hidden=4, d_model=4, d_state=2)).eval()

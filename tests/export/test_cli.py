@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from blmkd.cli import app, main
-from blmkd.export import open_artifact
-from blmkd.export.tensorrt import tensorrt_status
+from blmkd.inference.artifacts import open_artifact
+from blmkd.inference.tensorrt_runner import tensorrt_status
 
 runner = CliRunner(env={"COLUMNS": "200"})
 

@@ -10,7 +10,8 @@ from onnx import TensorProto, numpy_helper
 
 from blmkd.checkpoint import file_sha256
 from blmkd.errors import ExportError, ModelError
-from blmkd.export import export, open_artifact
+from blmkd.export import export
+from blmkd.inference.artifacts import open_artifact
 
 # Stated tolerances against PyTorch: FP32 logits within 1e-3, FP16 within 0.1, INT8 decisions.
 FP32_ATOL, FP16_ATOL, INT8_MIN_AGREEMENT = 1e-3, 0.1, 0.9
@@ -184,7 +185,7 @@ def test_tolerance_failure_leaves_no_file(student_ckpt, tmp_path):
 
 
 def test_perturbed_outputs_fail_the_fp32_check(student_ckpt, tmp_path, monkeypatch):
-    from blmkd.export.runtime import OnnxRunner
+    from blmkd.inference.onnx_runner import OnnxRunner
 
     run = OnnxRunner.run
     monkeypatch.setattr(OnnxRunner, "run", lambda self, x: run(self, x) + np.float32(0.01))

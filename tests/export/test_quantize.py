@@ -93,8 +93,8 @@ def test_byte_input_int8_feeds_the_raw_bytes_to_an_integer_gemm(student_exports,
     assert art.check.passed and art.check.agreement >= 0.98
     assert any(line.startswith("onnx-int8-byte:") and "argmax agreement" in line for line in lines)
     # `blmkd bench` tells the two INT8 files apart.
-    from blmkd.bench.runner import Job, format_label
-    from blmkd.export import open_artifact
+    from blmkd.bench.jobs import Job, format_label
+    from blmkd.inference.artifacts import open_artifact
 
     labels = [
         format_label(open_artifact(arts[f].path), Job(arts[f].path, "onnx", "cpu"))

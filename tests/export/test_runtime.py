@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from blmkd.errors import ExportError, ModelError
-from blmkd.export import open_artifact
-from blmkd.export.tensorrt import tensorrt_status
+from blmkd.inference.artifacts import open_artifact
+from blmkd.inference.tensorrt_runner import tensorrt_status
 
 
 def test_checkpoint_runner_matches_onnx(student_ckpt, student_exports, bundle):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from blmkd.errors import ExportError
-from blmkd.export import export, open_artifact
-from blmkd.export.tensorrt import tensorrt_status
+from blmkd.export import export
+from blmkd.inference.artifacts import open_artifact
+from blmkd.inference.tensorrt_runner import tensorrt_status
 
 HAVE_TRT, TRT_REASON = tensorrt_status()
 

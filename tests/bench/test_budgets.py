@@ -6,16 +6,8 @@ import re
 
 import pytest
 
-from blmkd.bench.targets import (
-    PROFILES,
-    SENSORS,
-    get_profile,
-    get_sensor,
-    judge,
-    load_profiles,
-    orbit_ground_speed,
-    with_sensor,
-)
+from blmkd.bench.budgets import PROFILES, get_profile, judge, load_profiles, with_sensor
+from blmkd.bench.sensors import SENSORS, get_sensor, orbit_ground_speed
 from blmkd.errors import BlmkdError
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from blmkd.export.targets import device_script, get_target, trtexec_command
+from blmkd.export.devices import device_script, get_target, trtexec_command
 
 
 def _script(target: str, precisions=("fp32", "fp16", "int8")) -> str:
