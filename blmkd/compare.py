@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blmkd.checkpoint import load_checkpoint
 from blmkd.errors import BlmkdError
 from blmkd.metrics import mean_std
 
@@ -63,8 +64,6 @@ def _verified_sidecar(run_dir: Path) -> dict:
     ck = run_dir / "best.safetensors"
     if not ck.is_file():
         return meta
-    from blmkd.checkpoint import load_checkpoint
-
     sealed = load_checkpoint(ck).meta  # verifies the seal
     if meta != sealed:
         keys = sorted(k for k in set(meta) | set(sealed) if meta.get(k) != sealed.get(k))

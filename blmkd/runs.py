@@ -26,7 +26,7 @@ import socket
 import time
 from pathlib import Path
 
-from blmkd.errors import BlmkdError
+from blmkd.errors import RunError
 from blmkd.io import atomic_write_json
 
 try:  # POSIX: the kernel drops the lock with its process, so no lock outlives a killed run
@@ -38,10 +38,6 @@ LOCK_NAME = ".blmkd.lock"
 RUN_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.jsonl")
 # blmkd.io.atomic_path's temporary names: ".<target>.<8 random chars><suffix>"
 _TMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)+$")
-
-
-class RunError(BlmkdError):
-    """A run folder that is in use, holds another run, or cannot be resumed as asked."""
 
 
 # ----------------------------------------------------------------------------------------------
