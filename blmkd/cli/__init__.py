@@ -15,6 +15,7 @@ import typing
 import typer
 from typer.models import ArgumentInfo, OptionInfo
 
+from blmkd.cli import baseline, bench, compare, data, demo, distill, export, models, train
 from blmkd.errors import BlmkdError
 from blmkd.version import __version__
 
@@ -97,17 +98,8 @@ def _root(
 
 
 def _register() -> None:
-    # Imported here so that each group module can import `app` pieces without cycles.
-    import importlib
-
-    for mod in ("data", "models", "train", "distill", "baseline", "compare", "export", "bench", "demo"):
-        try:
-            m = importlib.import_module(f"blmkd.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"blmkd.cli.{mod}":
-                continue  # that command group is not written yet
-            raise
-        m.register(app)
+    for group in (data, models, train, distill, baseline, compare, export, bench, demo):
+        group.register(app)
 
 
 def _reflow(doc: str) -> str:
