@@ -25,7 +25,7 @@ import numpy as np
 from blmkd.bench.predict import open_runner
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.export.c_export import c_compiler
 
 TARGET_P50_MS = 0.05

@@ -28,7 +28,7 @@ import torch
 
 from blmkd.bench.timing import time_interleaved
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.export import export
 from blmkd.export.runtime import ort_session
 

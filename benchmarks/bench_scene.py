@@ -41,7 +41,7 @@ from blmkd.bench.predict import SceneClassifier, open_runner, predict_scene
 from blmkd.bench.timing import time_call
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.export.c_export import c_compiler
 
 TARGET_PX_S = 50_000

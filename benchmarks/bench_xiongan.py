@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blmkd.cli.common import DEFAULT_STUDENT
+from blmkd.api import DEFAULT_STUDENT
 
 H, W, BANDS, CLASSES = 3750, 1580, 256, 19
 TARGET_RSS_MB = 1536

@@ -1,25 +1,23 @@
 """The Python API: every step of the pipeline as one function of config dataclasses.
 
-Train a teacher, distil a student from it and export the student::
+Train a teacher, then distil a student from it (docs/python-api.md)::
 
     from blmkd import api
-    from blmkd.bundle import DataOptions
-    from blmkd.distill.kd import KDConfig
-    from blmkd.training.config import TrainConfig
 
-    teacher = api.train_teacher("ssa_mamba_s", DataOptions(), TrainConfig(epochs=40), api.RunConfig("runs/teacher"))
-    student = api.distill(teacher.out, "blm_t", TrainConfig(epochs=100, lr=3e-3), KDConfig(temperature=2.0),
-                          api.RunConfig("runs/student"))
-    print(student.test["oa"], api.export(student.checkpoint, ["onnx"]))
+    data = api.DataOptions(dataset="indian_pines", seed=0)
+    teacher = api.train_teacher("ssa_mamba_s", data, api.TrainConfig(epochs=40, ema=0.99), api.RunConfig("runs/teacher"))
+    student = api.distill(teacher.out, "blm_t", api.TrainConfig(epochs=100, lr=3e-3),
+                          api.KDConfig(temperature=2.0, lambda_max=0.5), api.RunConfig("runs/student"))
 
 Each function returns a result object (run folders, checkpoints, metrics, artifacts) and prints
 nothing unless given a rich ``console`` (``RunConfig.console`` for training); the ``blmkd`` commands
-are these functions with options parsed into the same configs.
+are these functions with their options parsed into the same configs. The configs are importable
+from here too: :class:`DataOptions` (the scene and its split), :class:`TrainConfig` (optimiser and
+selection), :class:`KDConfig` (distillation), :class:`BaselineConfig` and the ones below.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -59,54 +57,20 @@ from blmkd.models import create_model, model_entry
 from blmkd.runs import existing_run
 from blmkd.training.config import TrainConfig, class_balance_weights
 from blmkd.training.evaluation import evaluate_model
-from blmkd.training.seeds import silent, train_seeds
+from blmkd.training.seeds import RunConfig, TrainResult, silent, train_seeds
 from blmkd.training.summary import report_table, seeds_line, write_summary
+
+__all__ = [
+    "DEFAULT_STUDENT", "BaselineConfig", "BaselineRuns", "BenchConfig", "DataOptions", "EvalResult", "ExportConfig",
+    "KDConfig", "PredictConfig", "PredictResult", "RunConfig", "TrainConfig", "TrainResult", "baseline", "bench",
+    "distill", "evaluate", "export", "predict", "train_student", "train_teacher",
+]  # fmt: skip
 
 #: The student `distill`, `train-student` and `demo` use unless told otherwise. `blm_t`, because
 #: on Indian Pines' 10% split it was as accurate as `blm_s` trained alone on the same five seeds
 #: (OA 98.03 ± 0.46 vs 97.77 ± 0.59, AA 96.20 vs 94.94) with 0.64× its FLOPs, and it maps a scene
 #: 1.5× faster (docs/results.md, Students trained alone).
 DEFAULT_STUDENT = "blm_t"
-
-
-@dataclass
-class RunConfig:
-    """Where and how a training run goes (not what it learns)."""
-
-    out: str | Path = "runs/run"  # run folder: checkpoints, metrics.jsonl (OUT/seed_<s> with several seeds)
-    seeds: list[int] | None = None  # one run per seed and OUT/summary.json; None: the data's (teacher's) seed
-    resume: bool = False  # continue from OUT/last.safetensors
-    force: bool = False  # replace the run already in OUT
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    progress: bool = False  # rich progress bars
-    console: Console | None = None  # where to print what happens; None: silent
-
-    def say(self, *objects, **kw) -> None:
-        if self.console is not None and D.is_main():
-            self.console.print(*objects, **kw)
-
-    def status(self, message: str):
-        return self.console.status(message) if self.console is not None and D.is_main() else contextlib.nullcontext()
-
-
-@dataclass
-class TrainResult:
-    """The runs of one training call (one per seed) and their mean ± std."""
-
-    out: Path
-    runs: list[dict]  # per seed: seed, dir, test, best_epoch, epochs_run, selection, wall_s, leakage, parameters, ...
-    summary: dict | None = None  # OA/AA/κ mean ± std over seeds (OUT/summary.json), None for one seed
-    side_by_side: list[dict] = field(default_factory=list)  # distill: teacher(s) vs student, per seed
-
-    @property
-    def checkpoint(self) -> Path:
-        """The first run's ``best.safetensors``."""
-        return Path(self.runs[0]["dir"]) / "best.safetensors"
-
-    @property
-    def test(self) -> dict:
-        """The first run's test report (OA, AA, κ, per class, confusion)."""
-        return self.runs[0]["test"]
 
 
 def _check_family(name: str, family: str, hint: str) -> None:

@@ -4,17 +4,19 @@
 several), claims each run folder first (:func:`blmkd.runs.claim_run`: locked, cleaned, refused if
 it holds a run and neither ``resume`` nor ``force`` is given) and, with several seeds, locks OUT
 and writes the mean ± std of OA/AA/κ to OUT/summary.json. Under torchrun every rank trains and
-rank 0 alone prints, locks and writes the summary.
+rank 0 alone prints, locks and writes the summary. :class:`RunConfig` says where and how a run
+goes, :class:`TrainResult` what it gave.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from torch import nn
 
 import blmkd.distributed as D
@@ -26,6 +28,47 @@ from blmkd.runs import RunLock, claim_run, existing_run, last_epoch
 from blmkd.training.config import TrainConfig
 from blmkd.training.loop import fit
 from blmkd.training.summary import report_table, seeds_line, write_summary
+
+
+@dataclass
+class RunConfig:
+    """Where and how a training run goes (not what it learns)."""
+
+    out: str | Path = "runs/run"  # run folder: checkpoints, metrics.jsonl (OUT/seed_<s> with several seeds)
+    seeds: list[int] | None = None  # one run per seed and OUT/summary.json; None: the data's (teacher's) seed
+    resume: bool = False  # continue from OUT/last.safetensors
+    force: bool = False  # replace the run already in OUT
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = False  # rich progress bars
+    console: Console | None = None  # where to print what happens; None: silent
+
+    def say(self, *objects, **kw) -> None:
+        if self.console is not None and D.is_main():
+            self.console.print(*objects, **kw)
+
+    def status(self, message: str):
+        return self.console.status(message) if self.console is not None and D.is_main() else contextlib.nullcontext()
+
+
+@dataclass
+class TrainResult:
+    """The runs of one training call (one per seed) and their mean ± std."""
+
+    out: Path
+    runs: list[dict]  # per seed: seed, dir, test, best_epoch, epochs_run, selection, wall_s, leakage, parameters, ...
+    summary: dict | None = None  # OA/AA/κ mean ± std over seeds (OUT/summary.json), None for one seed
+    side_by_side: list[dict] = field(default_factory=list)  # distill: teacher(s) vs student, per seed
+
+    @property
+    def checkpoint(self) -> Path:
+        """The first run's ``best.safetensors``."""
+        return Path(self.runs[0]["dir"]) / "best.safetensors"
+
+    @property
+    def test(self) -> dict:
+        """The first run's test report (OA, AA, κ, per class, confusion)."""
+        return self.runs[0]["test"]
+
 
 #: ``say(*objects, **print_kwargs)``: where a run reports what it does (a rich console's ``print``).
 Say = Callable[..., None]

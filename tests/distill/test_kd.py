@@ -345,7 +345,7 @@ def test_missing_teacher(tmp_path, capsys):
 def test_every_command_uses_the_one_default_student():
     import inspect
 
-    from blmkd.cli.common import DEFAULT_STUDENT
+    from blmkd.api import DEFAULT_STUDENT
     from blmkd.cli.demo import demo
     from blmkd.cli.distill import distill, train_student
     from blmkd.models import model_entry
