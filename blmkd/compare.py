@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.errors import BlmkdError
@@ -198,8 +199,6 @@ def paired_stats(a, b) -> dict:
     ``verdict``: ``"A > B"`` or ``"A < B"`` when the 95% interval excludes 0, else ``"no difference
     shown"``.
     """
-    from scipy import stats
-
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(

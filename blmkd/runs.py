@@ -26,8 +26,10 @@ import socket
 import time
 from pathlib import Path
 
+from safetensors import safe_open
+
 from blmkd.errors import RunError
-from blmkd.io import atomic_write_json
+from blmkd.io import _json_default, atomic_write_json
 
 try:  # POSIX: the kernel drops the lock with its process, so no lock outlives a killed run
     import fcntl
@@ -178,8 +180,6 @@ def _repair_sidecar(ckpt: Path) -> None:
 
 def checkpoint_header(path: str | Path) -> dict | None:
     """The blmkd JSON of a checkpoint's safetensors header (no tensors read), or None if unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             return json.loads((fh.metadata() or {})["blmkd"])
@@ -243,8 +243,6 @@ def claim_run(out: str | Path, *, resume: bool = False, force: bool = False) -> 
 
 
 def _jsonable(obj):
-    from blmkd.io import _json_default
-
     return json.loads(json.dumps(obj, default=_json_default))
 
 

@@ -13,6 +13,9 @@ import sys
 import typing
 
 import typer
+
+# typer vendors click; its exceptions are the ones `standalone_mode=False` lets through.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.models import ArgumentInfo, OptionInfo
 
 from blmkd.cli import baseline, bench, compare, data, demo, distill, export, models, train
@@ -194,9 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     failure (disk full, permissions) with 1; anything unexpected with 1 and its type. Set
     ``BLMKD_DEBUG=1`` to get the full traceback instead.
     """
-    # typer vendors click; its exceptions are the ones `standalone_mode=False` lets through.
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-
     debug = os.environ.get(ENV_DEBUG, "") not in ("", "0")
     command = typer.main.get_command(app)
     try:
