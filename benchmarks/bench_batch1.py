@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.bench.predict import open_runner
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.api import DEFAULT_STUDENT
 from blmkd.export.c_export import c_compiler
 
 TARGET_P50_MS = 0.05

@@ -26,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.bench.timing import time_interleaved
 from blmkd.checkpoint import load_checkpoint
-from blmkd.api import DEFAULT_STUDENT
 from blmkd.export import export
 from blmkd.export.runtime import ort_session
 

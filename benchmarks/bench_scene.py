@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blmkd.api import DEFAULT_STUDENT
 from blmkd.bench.predict import SceneClassifier, open_runner, predict_scene
 from blmkd.bench.timing import time_call
 from blmkd.bundle import bundle_from_checkpoint
 from blmkd.checkpoint import load_checkpoint
-from blmkd.api import DEFAULT_STUDENT
 from blmkd.export.c_export import c_compiler
 
 TARGET_PX_S = 50_000

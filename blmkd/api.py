@@ -148,9 +148,13 @@ def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: T
         cks = [teacher_for_seed(t, s) for t in teachers]
         t_bundle = bundle_from_checkpoint(cks[0])
         if t_bundle.options.seed != s and len(seeds) > 1:
-            raise BlmkdError(f"teacher {cks[0].path} was trained with split seed {t_bundle.options.seed}, not {s}")
+            raise BlmkdError(
+                f"teacher {cks[0].path} was trained with split seed {t_bundle.options.seed}, not {s}"
+            )
         check_same_data(cks)
-        t_bundles = [with_patch(t_bundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks]
+        t_bundles = [
+            with_patch(t_bundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks
+        ]
         bundle = with_patch(t_bundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seeds) == 1 else out / f"seed_{s}"
 
@@ -166,7 +170,9 @@ def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: T
         def build(bundle: Bundle):
             return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
 
-        resume_s = run.resume and (len(seeds) == 1 or bool(existing_run(run_dir)))  # a seed not started starts
+        resume_s = run.resume and (
+            len(seeds) == 1 or bool(existing_run(run_dir))
+        )  # a seed not started starts
         runs, _ = train_seeds([bundle.options.seed], run_dir, lambda _s, b=bundle: b, build, train,
                                    resume=resume_s, force=run.force, progress=run.progress,
                                    title=f"student {student}", setup=setup, say=run.say)  # fmt: skip
@@ -232,7 +238,9 @@ class ExportConfig:
 def export(checkpoint: str | Path, formats: list[str] | None = None, out_dir: str | Path | None = None,
            cfg: ExportConfig | None = None, log: Callable[[str], None] = silent) -> list:  # fmt: skip
     """Export a checkpoint to ``formats`` (default ONNX), each artifact checked against PyTorch."""
-    return export_artifacts(checkpoint, formats or ["onnx"], out_dir, **asdict(cfg or ExportConfig()), log=log)
+    return export_artifacts(
+        checkpoint, formats or ["onnx"], out_dir, **asdict(cfg or ExportConfig()), log=log
+    )
 
 
 @dataclass
@@ -369,7 +377,9 @@ def baseline_bundles(from_run: str | Path | None, seeds: list[int] | None,
     if not from_run.exists():
         raise BlmkdError(f"run not found: {from_run}")
     if from_run.is_dir() and not (from_run / "best.safetensors").exists():
-        dirs = sorted(from_run.glob("seed_*/best.safetensors"), key=lambda p: int(p.parent.name.split("_")[1]))
+        dirs = sorted(
+            from_run.glob("seed_*/best.safetensors"), key=lambda p: int(p.parent.name.split("_")[1])
+        )
         if not dirs:
             raise BlmkdError(f"{from_run} holds neither best.safetensors nor seed_<s>/ runs")
         cks = [load_checkpoint(p) for p in dirs]
@@ -379,7 +389,9 @@ def baseline_bundles(from_run: str | Path | None, seeds: list[int] | None,
     for ck in cks:
         bundle = bundle_from_checkpoint(ck)
         if ck.meta.get("split", {}).get("digest") != bundle.split.spec["digest"]:
-            raise BlmkdError(f"the split rebuilt for {ck.path} differs from the one it recorded: its data changed")
+            raise BlmkdError(
+                f"the split rebuilt for {ck.path} differs from the one it recorded: its data changed"
+            )
         if seeds is None or bundle.options.seed in seeds:
             out.append((bundle.options.seed, bundle, str(ck.path)))
     if not out:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.errors import BlmkdError
@@ -199,6 +198,8 @@ def paired_stats(a, b) -> dict:
     ``verdict``: ``"A > B"`` or ``"A < B"`` when the 95% interval excludes 0, else ``"no difference
     shown"``.
     """
+    from scipy import stats  # 1–2 s to import: only `blmkd compare` pays it, not every command
+
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(

@@ -256,6 +256,9 @@ def test_python_api_example_distills_a_student(ip_crop_path, tmp_path, monkeypat
     assert meta["training"]["lr"] == 3e-3 and meta["training"]["epochs"] == 1
     assert student.test == meta["metrics"]["test"] and 0 < student.test["oa"] <= 1
     assert [r["role"] for r in student.side_by_side[0]["rows"]] == ["teacher", "student"]
-    assert scope["teacher"].test["oa"] == load_checkpoint(tmp_path / "runs" / "teacher").meta["metrics"]["test"]["oa"]
+    assert (
+        scope["teacher"].test["oa"]
+        == load_checkpoint(tmp_path / "runs" / "teacher").meta["metrics"]["test"]["oa"]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("student OA "), out  # the API itself prints nothing

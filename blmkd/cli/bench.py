@@ -224,7 +224,11 @@ class _progress:
         if not self.enabled:
             return None
         self._p = rp.Progress(
-            rp.TextColumn("rows"), rp.MofNCompleteColumn(), rp.BarColumn(), rp.TimeRemainingColumn(), console=console
+            rp.TextColumn("rows"),
+            rp.MofNCompleteColumn(),
+            rp.BarColumn(),
+            rp.TimeRemainingColumn(),
+            console=console,
         )
         self._p.__enter__()
         task = self._p.add_task("rows", total=None)

@@ -140,9 +140,7 @@ def demo(
     )
     if "baseline" in headline:
         w = headline["baseline"]["window"]
-        console.print(
-            f"baseline RBF SVM ({w}×{w} mean spectra): OA {100 * headline['baseline']['oa']:.2f}%"
-        )
+        console.print(f"baseline RBF SVM ({w}×{w} mean spectra): OA {100 * headline['baseline']['oa']:.2f}%")
     for line in headline.get("bench", {}).get("baselines", []):
         console.print(line, highlight=False, markup=False)
     for row in headline.get("bench", {}).get("rows", []):

@@ -16,7 +16,9 @@ from blmkd.training.config import TrainConfig
 from blmkd.training.summary import report_table
 
 
-@command(data=DATA, training=TRAIN.but(ema=Opt("ema", TeacherEMA, 0.99)), run=RUN.but(out=Path("runs/teacher")))
+@command(
+    data=DATA, training=TRAIN.but(ema=Opt("ema", TeacherEMA, 0.99)), run=RUN.but(out=Path("runs/teacher"))
+)
 def train_teacher(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Teacher preset (see `blmkd models`).")
@@ -77,7 +79,9 @@ def evaluate(
                        seed=seed)  # fmt: skip
     held = res.held_out
     if not held["own_split"]:
-        console.print(f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False)
+        console.print(
+            f"another split than the model's: {held['note']} ({held['pixels']} px left)", highlight=False
+        )
     title = (f"{res.model}{' (8-view TTA)' if tta else ''} on {res.scene} ({split_set} split, leakage "
              f"{held['leakage']:.3f} vs the model's training pixels)")  # fmt: skip
     console.print(report_table(title, [(res.model, res.report)]))

@@ -26,7 +26,16 @@ from torch import nn
 from blmkd.distill.cache import UnlabelledPool
 from blmkd.errors import BlmkdError
 
-__all__ = ["DistillationLoss", "HintLoss", "KDConfig", "KDLoss", "dkd_parts", "kd_objective", "lambda_schedule"]
+__all__ = [
+    "DistillationLoss",
+    "HintLoss",
+    "KDConfig",
+    "KDLoss",
+    "dkd_parts",
+    "kd_objective",
+    "lambda_schedule",
+]
+
 
 @dataclass
 class KDConfig:

@@ -97,7 +97,9 @@ def fit(
     "n", "lr"})`` (the global batch's mean loss and size) are called on every rank with the same
     values. The model is trained on the rank's device and returned to its own device at the end.
     """
-    run = _Run(model, bundle, cfg, Path(out_dir), objective, meta_extra, extra_tensors, extra_modules, on_step)
+    run = _Run(
+        model, bundle, cfg, Path(out_dir), objective, meta_extra, extra_tensors, extra_modules, on_step
+    )
     if resume:
         run.resume()
     run.start()
@@ -244,7 +246,9 @@ class _Run:
 
     def start(self) -> None:
         """The log so far, the DDP wrapper, autocast and the clock."""
-        self.log_lines = [json.dumps(r) for r in _read_log(self.log_path, self.sel.epoch)] if self.main else []
+        self.log_lines = (
+            [json.dumps(r) for r in _read_log(self.log_path, self.sel.epoch)] if self.main else []
+        )
         self.net = self.model
         if self.ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -301,7 +305,9 @@ class _Run:
         if not math.isfinite(stats[0]):  # so every rank stops here together
             kept = (f"the checkpoint of epoch {epoch - 1} is kept in {self.out / 'last.safetensors'}" if epoch > 1
                     else "no checkpoint was written")  # fmt: skip
-            raise TrainingError(f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, {kept}")
+            raise TrainingError(
+                f"loss became {stats[0] / stats[1]} at epoch {epoch}; training stopped, {kept}"
+            )
         if self.world > 1:  # DDP averages over ranks: weighted by its share, that is the global-batch mean
             loss = loss * (n * self.world / n_global)
         self.opt.zero_grad(set_to_none=True)
@@ -338,12 +344,19 @@ class _Run:
         state = self.sel.state()
         if self.ema is not None:
             state["ema_updates"] = self.ema.updates
-        metrics = {"val_oa": row["val_oa"], "val_loss": row["val_loss"], "train_oa": row["train_oa"], "epoch": epoch}
+        metrics = {
+            "val_oa": row["val_oa"],
+            "val_loss": row["val_loss"],
+            "train_oa": row["train_oa"],
+            "epoch": epoch,
+        }
         meta = {**self.meta_base, "train_state": state, "metrics": metrics}
         if not self.main:
             return
         if improved:
-            save_checkpoint(self.out / "best.safetensors", self.judged, meta, extra_tensors=self.extra_tensors)
+            save_checkpoint(
+                self.out / "best.safetensors", self.judged, meta, extra_tensors=self.extra_tensors
+            )
         # the row before last.safetensors: a kill between the two repeats this epoch on --resume
         # (the row is rewritten) instead of resuming after it without its row
         self.log_lines.append(json.dumps(row))

@@ -47,7 +47,11 @@ class RunConfig:
             self.console.print(*objects, **kw)
 
     def status(self, message: str):
-        return self.console.status(message) if self.console is not None and D.is_main() else contextlib.nullcontext()
+        return (
+            self.console.status(message)
+            if self.console is not None and D.is_main()
+            else contextlib.nullcontext()
+        )
 
 
 @dataclass
@@ -55,7 +59,9 @@ class TrainResult:
     """The runs of one training call (one per seed) and their mean ± std."""
 
     out: Path
-    runs: list[dict]  # per seed: seed, dir, test, best_epoch, epochs_run, selection, wall_s, leakage, parameters, ...
+    runs: list[
+        dict
+    ]  # per seed: seed, dir, test, best_epoch, epochs_run, selection, wall_s, leakage, parameters, ...
     summary: dict | None = None  # OA/AA/κ mean ± std over seeds (OUT/summary.json), None for one seed
     side_by_side: list[dict] = field(default_factory=list)  # distill: teacher(s) vs student, per seed
 
@@ -136,7 +142,10 @@ def train_seeds(
             head = f"{title} seed {s}: test split (best epoch {res.best_epoch}, {res.wall_s:.0f} s)"
             say(report_table(head, [(title, res.test)]))
             if res.selection:
-                say(f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}", highlight=False)
+                say(
+                    f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}",
+                    highlight=False,
+                )
         if len(seeds) > 1 and D.is_main():
             summary = write_summary(out / "summary.json", runs)
             say(seeds_line(title, seeds, summary))

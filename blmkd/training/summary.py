@@ -60,7 +60,8 @@ def write_summary(path: Path, runs: list[dict]) -> dict:
 def seeds_line(title: str, seeds: list[int], summary: dict) -> str:
     """``title over seeds [..]: OA m ± s  AA m ± s  KAPPA m ± s`` (in %, rich markup)."""
     return f"[bold]{title}[/] over seeds {seeds}: " + "  ".join(
-        f"{k.upper()} {100 * summary[k]['mean']:.2f} ± {100 * summary[k]['std']:.2f}" for k in ("oa", "aa", "kappa")
+        f"{k.upper()} {100 * summary[k]['mean']:.2f} ± {100 * summary[k]['std']:.2f}"
+        for k in ("oa", "aa", "kappa")
     )
 
 
