@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.baselines import MODELS, BaselineConfig
 from blmkd.bundle import DataOptions
 from blmkd.cli.common import console, parse_seeds

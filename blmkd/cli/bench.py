@@ -11,7 +11,7 @@ import typer
 from rich import progress as rp
 from rich.table import Table
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.bench.report import main_table
 from blmkd.cli.common import console
 from blmkd.cli.options import GT, Progress

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.baselines import BaselineConfig, train_baselines
 from blmkd.bundle import DataOptions, bundle_from_checkpoint, prepare_data
 from blmkd.checkpoint import load_checkpoint

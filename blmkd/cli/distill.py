@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.bundle import DataOptions
 from blmkd.cli.options import DATA, KD, RUN, STUDENT_TRAIN, command
 from blmkd.distill.kd import KDConfig

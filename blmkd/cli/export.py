@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.cli.common import console
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from blmkd import api
+import blmkd.api as api
 from blmkd.bundle import DataOptions
 from blmkd.cli.common import confusion_table, console, per_class_table
 from blmkd.cli.options import DATA, GT, RUN, TRAIN, Opt, TeacherEMA, command
