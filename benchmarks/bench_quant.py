@@ -53,7 +53,8 @@ def find_student(runs: Path) -> Path | None:
 def train_quick(preset: str, epochs: int, out: Path) -> Path:
     from blmkd.bundle import DataOptions, prepare_data
     from blmkd.models import create_model
-    from blmkd.train import TrainConfig, fit
+    from blmkd.training.config import TrainConfig
+    from blmkd.training.loop import fit
 
     print(f"no trained student under runs/: training {preset} for {epochs} epochs into {out} (once)")
     bundle = prepare_data(DataOptions(dataset="indian_pines", patch=7, seed=0))

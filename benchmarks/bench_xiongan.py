@@ -57,7 +57,8 @@ def train_student(folder: Path, cube: Path, gt: Path, epochs: int, preset: str) 
 
     from blmkd.bundle import DataOptions, prepare_data
     from blmkd.models import create_model
-    from blmkd.train import TrainConfig, fit
+    from blmkd.training.config import TrainConfig
+    from blmkd.training.loop import fit
 
     out = folder / (
         "student" if preset == "blm_s" else f"student_{preset}"

@@ -23,11 +23,14 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from blmkd.errors import ModelError
@@ -42,14 +45,11 @@ _OPT_PREFIX = "__optim__."
 
 def versions() -> dict[str, str]:
     """Package versions recorded in every artifact."""
-    import onnx  # noqa: F401  (only for the version string)
-    import onnxruntime
-
     return {
         "blmkd": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": _dist_version("onnxruntime"),
         "python": platform.python_version(),
     }
 
@@ -99,8 +99,6 @@ def save_checkpoint(
     ``meta`` is merged over the facts taken from the model itself (preset name, config,
     input kind) and the package versions.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     doc = dict(meta)
@@ -209,8 +207,6 @@ def resolve_checkpoint_path(path: str | Path, which: str = "best") -> Path:
 
 def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
     """Load a checkpoint file (or a run directory's best one) without unpickling anything."""
-    from safetensors import safe_open
-
     p = resolve_checkpoint_path(path, which)
     try:
         with safe_open(str(p), framework="pt") as fh:

@@ -3,7 +3,7 @@
 ``torchrun`` starts one process per GPU (or per CPU share) and tells each its place through the
 environment: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
 :func:`init_from_env` joins the group once (later calls return the same context) and is called by
-:func:`blmkd.train.fit` and :func:`blmkd.distill.kd.teacher_cache` themselves, so every command
+:func:`blmkd.training.loop.fit` and :func:`blmkd.distill.kd.teacher_cache` themselves, so every command
 runs unchanged under ``torchrun``. Without those variables nothing is initialised and every helper
 here is the identity of a world of one: single-process runs behave exactly as before.
 

@@ -25,3 +25,11 @@ class ModelError(BlmkdError):
 
 class ExportError(BlmkdError):
     """An export that cannot be made or that fails its check against PyTorch."""
+
+
+class TrainingError(BlmkdError):
+    """Training options that cannot work, or a run that stopped (NaN/Inf loss, a refused resume)."""
+
+
+class RunError(BlmkdError):
+    """A run folder that is in use, holds another run, or cannot be resumed as asked."""

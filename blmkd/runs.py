@@ -26,8 +26,10 @@ import socket
 import time
 from pathlib import Path
 
-from blmkd.errors import BlmkdError
-from blmkd.io import atomic_write_json
+from safetensors import safe_open
+
+from blmkd.errors import RunError
+from blmkd.io import _json_default, atomic_write_json
 
 try:  # POSIX: the kernel drops the lock with its process, so no lock outlives a killed run
     import fcntl
@@ -38,10 +40,6 @@ LOCK_NAME = ".blmkd.lock"
 RUN_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.jsonl")
 # blmkd.io.atomic_path's temporary names: ".<target>.<8 random chars><suffix>"
 _TMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)+$")
-
-
-class RunError(BlmkdError):
-    """A run folder that is in use, holds another run, or cannot be resumed as asked."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +180,6 @@ def _repair_sidecar(ckpt: Path) -> None:
 
 def checkpoint_header(path: str | Path) -> dict | None:
     """The blmkd JSON of a checkpoint's safetensors header (no tensors read), or None if unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             return json.loads((fh.metadata() or {})["blmkd"])
@@ -247,8 +243,6 @@ def claim_run(out: str | Path, *, resume: bool = False, force: bool = False) -> 
 
 
 def _jsonable(obj):
-    from blmkd.io import _json_default
-
     return json.loads(json.dumps(obj, default=_json_default))
 
 

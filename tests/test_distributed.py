@@ -21,7 +21,8 @@ import torch.distributed as dist
 from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint, save_checkpoint
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, fit
+from blmkd.training.config import TrainConfig
+from blmkd.training.loop import fit
 
 pytestmark = [
     pytest.mark.slow,

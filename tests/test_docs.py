@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import typer
 
+from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +231,34 @@ def test_readme_links_into_docs_resolve(target, anchor):
 
 def test_readme_links_every_headline_to_the_results_page():
     assert sum(t == "docs/results.md" and bool(a) for t, a in README_LINKS) >= 5
+
+
+def test_python_api_example_distills_a_student(ip_crop_path, tmp_path, monkeypatch, capsys):
+    """The Python example of docs/python-api.md, run as written on a crop of Indian Pines with one
+    epoch and the tiny presets: it trains a teacher, distils a student and prints only its line."""
+    page = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    code = "\n".join(next(body for lang, _, body in code_blocks(page) if lang == "python"))
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    for old, new in (('"indian_pines"', repr(str(ip_crop_path))), ('"ssa_mamba_s"', '"ssa_mamba_test"'),
+                     ('"blm_t"', '"blm_test"')):  # fmt: skip
+        assert old in code, old
+        code = code.replace(old, new)
+    code, n = re.subn(r"\bepochs=\d+", "epochs=1", code)
+    assert n == 2
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/python-api.md", "exec"), scope)
+    student = scope["student"]
+    assert student.checkpoint.resolve() == tmp_path / "runs" / "student" / "best.safetensors"
+    meta = load_checkpoint(student.checkpoint).meta
+    assert meta["model"]["name"] == "blm_test" and meta["teacher"]["model"] == "ssa_mamba_test"
+    assert meta["kd"]["temperature"] == 2.0 and meta["kd"]["lambda_max"] == 0.5
+    assert meta["training"]["lr"] == 3e-3 and meta["training"]["epochs"] == 1
+    assert student.test == meta["metrics"]["test"] and 0 < student.test["oa"] <= 1
+    assert [r["role"] for r in student.side_by_side[0]["rows"]] == ["teacher", "student"]
+    assert (
+        scope["teacher"].test["oa"]
+        == load_checkpoint(tmp_path / "runs" / "teacher").meta["metrics"]["test"]["oa"]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("student OA "), out  # the API itself prints nothing

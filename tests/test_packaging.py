@@ -28,6 +28,8 @@ def test_wheel_contains_all_packages(tmp_path):
         "blmkd/ops/__init__.py",
         "blmkd/students/__init__.py",
         "blmkd/distill/__init__.py",
+        "blmkd/training/__init__.py",
+        "blmkd/api.py",
         "blmkd/teachers/__init__.py",
         "blmkd/teachers/ssa_mamba.py",
         "blmkd/export/__init__.py",

@@ -13,8 +13,12 @@ import sys
 import typing
 
 import typer
+
+# typer vendors click; its exceptions are the ones `standalone_mode=False` lets through.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.models import ArgumentInfo, OptionInfo
 
+from blmkd.cli import baseline, bench, compare, data, demo, distill, export, models, train
 from blmkd.errors import BlmkdError
 from blmkd.version import __version__
 
@@ -97,17 +101,8 @@ def _root(
 
 
 def _register() -> None:
-    # Imported here so that each group module can import `app` pieces without cycles.
-    import importlib
-
-    for mod in ("data", "models", "train", "distill", "baseline", "compare", "export", "bench", "demo"):
-        try:
-            m = importlib.import_module(f"blmkd.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"blmkd.cli.{mod}":
-                continue  # that command group is not written yet
-            raise
-        m.register(app)
+    for group in (data, models, train, distill, baseline, compare, export, bench, demo):
+        group.register(app)
 
 
 def _reflow(doc: str) -> str:
@@ -202,9 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     failure (disk full, permissions) with 1; anything unexpected with 1 and its type. Set
     ``BLMKD_DEBUG=1`` to get the full traceback instead.
     """
-    # typer vendors click; its exceptions are the ones `standalone_mode=False` lets through.
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-
     debug = os.environ.get(ENV_DEBUG, "") not in ("", "0")
     command = typer.main.get_command(app)
     try:

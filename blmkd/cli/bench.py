@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from rich import progress as rp
+from rich.table import Table
 
-from blmkd.cli import common as C
+import blmkd.api as api
+from blmkd.bench.report import main_table
+from blmkd.cli.common import console
+from blmkd.cli.options import GT, Progress
+from blmkd.distributed import is_main
 from blmkd.errors import BlmkdError
-from blmkd.io import check_writable_file
 
 Threads = Annotated[
     int | None,
@@ -107,29 +114,29 @@ def bench(
     --device cuda, PyTorch runs in FP32 and FP16/BF16 autocast and ONNX files on the ONNX Runtime
     CUDA and TensorRT providers, each skipped with the reason where this machine lacks it.
     """
-    from blmkd.bench.runner import run_bench
 
     def log(s: str) -> None:
-        C.console.print(s, markup=False, highlight=False)
+        console.print(s, markup=False, highlight=False)
 
     targets = [t for item in (target or []) for t in item.split(",") if t] or None
-    with C.console.status("benchmarking ..."):
-        res = run_bench(models, report, dataset=dataset, targets=targets, targets_file=targets_file, sensor=sensor,
-                        batches=_ints(batch, "--batch"), device=device, runs=runs, threads=threads,
-                        eval_size=eval_size, maps=maps, tile=tile, cpu_bf16=bf16, log=log)  # fmt: skip
-    C.console.print(_table(res))
+    cfg = api.BenchConfig(dataset=dataset, targets=targets, targets_file=targets_file, sensor=sensor,
+                          batches=tuple(_ints(batch, "--batch")), device=device, runs=runs, threads=threads,
+                          eval_size=eval_size, maps=maps, tile=tile, cpu_bf16=bf16)  # fmt: skip
+    with console.status("benchmarking ..."):
+        res = api.bench(models, report, cfg, log=log)
+    console.print(_table(res))
     for v in res["verdicts"]:
         colour = {"PASS": "green", "FAIL": "red"}.get(v["verdict"], "yellow")
         checks = "; ".join(c["text"] for c in v["checks"])
-        C.console.print(
+        console.print(
             f"[{colour}]{v['target']}: {v['verdict']}[/] {v['artifact']}: {checks}"
             + (f" ({v['caveat']})" if v["caveat"] else ""),
             highlight=False,
         )
     for line in res.get("baselines", []):
-        C.console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False)
     if res.get("report"):
-        C.console.print(f"report: {res['report']['html']}")
+        console.print(f"report: {res['report']['html']}")
     if not any(r["status"] == "ok" for r in res["rows"]):
         raise BlmkdError(
             f"no artifact could be benchmarked: {len(res['rows'])} failed or were skipped (reasons above)"
@@ -137,10 +144,6 @@ def bench(
 
 
 def _table(res: dict):
-    from rich.table import Table
-
-    from blmkd.bench.report import main_table
-
     head, body = main_table(res["rows"])
     pk = res["matmul_peak"].get("gflops")
     t = Table(title=f"blmkd bench on {res['data']['scene']} ({res['data']['evaluated_pixels']} test px)"
@@ -168,7 +171,7 @@ def predict(
             help="Map file(s): .png (colour map + legend), .npy (class ids), .tif (GeoTIFF, needs rasterio). Repeatable.",
         ),
     ],
-    gt: C.GT = None,
+    gt: GT = None,
     mask_unlabelled: Annotated[
         bool,
         typer.Option(
@@ -192,88 +195,44 @@ def predict(
     ] = "auto",
     device: Device = "cpu",
     threads: Threads = None,
-    progress: C.Progress = True,
+    progress: Progress = True,
 ) -> None:
     """Classify every pixel of a scene and write the map, streaming row tiles in bounded memory."""
-    import time
-
-    import numpy as np
-    import torch
-
-    from blmkd.bench.memory import peak_rss_bytes
-    from blmkd.bench.shard import predict_scene_sharded
-    from blmkd.distributed import init_from_env, is_main
-    from blmkd.inference.classifier import open_classifier
-    from blmkd.inference.maps import check_map_path, load_scene_for_map, write_map
-    from blmkd.io import atomic_write_json
-
-    paths = [check_writable_file(check_map_path(p), "--out") for p in out]
-    if threads:
-        torch.set_num_threads(threads)
-    init_from_env()  # under torchrun: join the group so that --device cuda means cuda:LOCAL_RANK
-    clf = open_classifier(model, device=device, threads=threads, mode=mode)
-    cube, labels, name, scene_ids = load_scene_for_map(scene, str(gt) if gt else None)
-    if mask_unlabelled and labels is None:
-        raise BlmkdError(f"--mask-unlabelled needs ground truth; {scene} has none (pass --gt)")
-    mask = (labels >= 0) if mask_unlabelled else None
-    h, w, b = cube.shape
-    C.console.print(
-        f"{clf.label} ({clf.name}): {clf.mode} path, {h}×{w}×{b} {name}, tiles of {tile} rows",
-        highlight=False,
-    )
-    if clf.note:
-        C.console.print(f"note: {clf.note}", highlight=False)
-    t0 = time.perf_counter()
-    with _progress(progress and is_main(), h) as cb:
-        # Under torchrun the row tiles are dealt to the ranks and stitched on rank 0; alone, this
-        # is plain predict_scene.
-        sm = predict_scene_sharded(clf, cube, tile=tile, batch=batch, mask=mask, progress=cb)
-    if sm is None:  # another torchrun rank: rank 0 writes the map
+    cfg = api.PredictConfig(mask_unlabelled=mask_unlabelled, tile=tile, batch=batch, mode=mode, device=device,
+                            threads=threads)  # fmt: skip
+    with _progress(progress and is_main()) as cb:
+        res = api.predict(model, scene, out, cfg, gt=gt, progress=cb, console=console)
+    if res is None:  # another torchrun rank: rank 0 writes the map
         return
-    summary = {
-        "model": str(model), "scene": scene, "shape": [h, w, b], "mode": sm.mode, "tile": tile, "batch": sm.batch,
-        "pixels": sm.pixels, "seconds": sm.seconds, "px_s": sm.px_per_s, "peak_rss_mb": (peak_rss_bytes() or 0) / 2**20,
-        "classes": [{"index": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(clf.class_ids, clf.class_names))],
-    }  # fmt: skip
-    if labels is not None and scene_ids == clf.class_ids:
-        lab = labels >= 0
-        summary["oa_labelled"] = float((sm.pred[lab] == labels[lab]).mean()) if lab.any() else None
-    for p in paths:
-        write_map(p, sm.pred, clf.class_ids, clf.class_names, title=f"{clf.label} on {name}")
-    atomic_write_json(paths[0].with_suffix(".json"), summary)
-    counts = np.bincount(sm.pred[sm.pred >= 0].ravel(), minlength=clf.num_classes)
-    C.console.print(
-        f"{sm.pixels:,} px in {sm.seconds:.2f} s = {sm.px_per_s:,.0f} px/s; peak RSS {summary['peak_rss_mb']:.0f} MB; "
-        f"{int((counts > 0).sum())} classes present" + (f"; OA over labelled px {100 * summary['oa_labelled']:.2f}% (includes training px)"
-        if summary.get("oa_labelled") is not None else ""), highlight=False)  # fmt: skip
-    C.console.print(
-        "wrote "
-        + ", ".join(str(p) for p in [*paths, paths[0].with_suffix(".json")])
-        + f" in {time.perf_counter() - t0:.1f} s"
-    )
+    sm = res.summary
+    counts = np.bincount(res.pred[res.pred >= 0].ravel(), minlength=len(sm["classes"]))
+    console.print(
+        f"{sm['pixels']:,} px in {sm['seconds']:.2f} s = {sm['px_s']:,.0f} px/s; peak RSS {sm['peak_rss_mb']:.0f} MB; "
+        f"{int((counts > 0).sum())} classes present" + (f"; OA over labelled px {100 * sm['oa_labelled']:.2f}% (includes training px)"
+        if sm.get("oa_labelled") is not None else ""), highlight=False)  # fmt: skip
+    console.print("wrote " + ", ".join(str(p) for p in res.paths) + f" in {res.wall_s:.1f} s")
 
 
 class _progress:
-    """A rich progress bar over scene rows (a no-op callback when disabled)."""
+    """A rich progress bar over scene rows (no callback when disabled)."""
 
-    def __init__(self, enabled: bool, total: int):
-        import os
-
+    def __init__(self, enabled: bool):
         self.enabled = enabled and os.environ.get("BLMKD_NO_PROGRESS") != "1"
-        self.total = total
         self._p = None
 
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(
-            TextColumn("rows"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), console=C.console
+        self._p = rp.Progress(
+            rp.TextColumn("rows"),
+            rp.MofNCompleteColumn(),
+            rp.BarColumn(),
+            rp.TimeRemainingColumn(),
+            console=console,
         )
         self._p.__enter__()
-        task = self._p.add_task("rows", total=self.total)
-        return lambda done, total: self._p.update(task, completed=done)
+        task = self._p.add_task("rows", total=None)
+        return lambda done, total: self._p.update(task, completed=done, total=total)
 
     def __exit__(self, *exc):
         if self._p is not None:

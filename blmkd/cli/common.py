@@ -1,13 +1,10 @@
-"""Option types and helpers shared by the CLI command groups."""
+"""The console every command prints to, and what several commands parse or print the same way."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -28,87 +25,8 @@ def _console() -> Console:
 console = _console()
 
 
-# Dataset and split options: the same names as `blmkd split` wherever data is read.
-Dataset = Annotated[
-    str, typer.Option("--dataset", "-d", help="Registry name (see `blmkd datasets`) or path to a cube file.")
-]
-GT = Annotated[
-    Path | None, typer.Option("--gt", help="Ground-truth file, when it is not inside the cube file.")
-]
-CubeKey = Annotated[
-    str | None,
-    typer.Option(
-        "--cube-key", help="Variable holding the cube in a .mat/.npz/.h5 (default: found automatically)."
-    ),
-]
-GTKey = Annotated[
-    str | None,
-    typer.Option("--gt-key", help="Variable holding the ground truth (default: found automatically)."),
-]
-ClassNames = Annotated[
-    Path | None,
-    typer.Option(
-        "--class-names",
-        help="Text file naming the classes of a scene read by path: one name per line in the order of the ground-truth ids, or `ID: NAME` lines.",
-    ),
-]
-Fill = Annotated[float | None, typer.Option("--fill", help="Replace NaN/Inf cube values with this number.")]
-Strategy = Annotated[str, typer.Option("--strategy", help="Split: ratio | per-class | disjoint | fixed.")]
-TrainAmount = Annotated[
-    float,
-    typer.Option(
-        "--train",
-        help="Training pixels: a fraction per class (ratio, disjoint) or a count per class (per-class).",
-    ),
-]
-Val = Annotated[
-    float, typer.Option("--val", help="Validation pixels: fraction of each class's non-training pixels.")
-]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the split and of the model initialisation.")]
-Patch = Annotated[int, typer.Option("--patch", help="Odd patch (window) size P; the model sees P×P pixels.")]
-Buffer = Annotated[
-    int | None,
-    typer.Option("--buffer", help="Disjoint split: pixels between train and test (default: P // 2)."),
-]
-AllowSmall = Annotated[
-    bool,
-    typer.Option(
-        "--allow-small", help="Give a class too small for the split one training pixel instead of failing."
-    ),
-]
-TrainMap = Annotated[
-    Path | None,
-    typer.Option("--train-map", help="Fixed split: map of training pixels (ground-truth ids, 0 = not used)."),
-]
-TestMap = Annotated[Path | None, typer.Option("--test-map", help="Fixed split: map of test pixels.")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-TrainDevice = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        help="Where to train: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N. Under torchrun each rank uses its own GPU.",
-    ),
-]
-Amp = Annotated[
-    str,
-    typer.Option(
-        "--amp",
-        help="Mixed precision of the training steps: off (FP32) or bf16 (bfloat16 autocast; CUDA GPUs and CPUs with BF16 units).",
-    ),
-]
-
-
-def data_options(**kw):
-    """Build :class:`blmkd.bundle.DataOptions` from CLI values (paths become strings)."""
-    from blmkd.bundle import DataOptions
-    from blmkd.data.scene import read_class_names
-
-    if kw.get("class_names") is not None:
-        kw["class_names"] = read_class_names(kw["class_names"])
-    return DataOptions(**{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
-
-
 def parse_seeds(text: str | None) -> list[int] | None:
+    """The seeds of ``--seeds 0,1,2``: non-negative, each once (None when the option is not given)."""
     if text is None:
         return None
     items = text.replace(" ", "").split(",")
@@ -126,16 +44,6 @@ def parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def report_table(title: str, rows: list[tuple[str, dict]]) -> Table:
-    """A table of OA/AA/κ (in %) for one or more named reports."""
-    t = Table(title=title)
-    for col in ("model", "OA %", "AA %", "κ ×100"):
-        t.add_column(col, justify="right" if col != "model" else "left")
-    for name, rep in rows:
-        t.add_row(name, f"{100 * rep['oa']:.2f}", f"{100 * rep['aa']:.2f}", f"{100 * rep['kappa']:.2f}")
-    return t
-
-
 def per_class_table(rep: dict) -> Table:
     t = Table(title="per-class accuracy (test)")
     for col in ("id", "name", "test px", "acc %"):
@@ -143,4 +51,19 @@ def per_class_table(rep: dict) -> Table:
     for c in rep.get("per_class", []):
         acc = "—" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}"
         t.add_row(str(c["id"]), c["name"], str(c.get("support", "")), acc)
+    return t
+
+
+def confusion_table(rep: dict) -> Table | None:
+    """The confusion matrix of a report, by original class ids (None where the report has none)."""
+    cm = rep.get("confusion")
+    if cm is None:
+        return None
+    t = Table(title="confusion matrix (rows: true, columns: predicted; original ids)")
+    ids = [str(c["id"]) for c in rep.get("per_class", [])] or [str(i) for i in range(len(cm))]
+    t.add_column("")
+    for i in ids:
+        t.add_column(i, justify="right")
+    for i, row in zip(ids, cm):
+        t.add_row(i, *[str(v) if v else "·" for v in row])
     return t

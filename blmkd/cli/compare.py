@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from blmkd.cli.common import console
+from blmkd.compare import METRICS, collect_runs, compare_runs
 from blmkd.errors import BlmkdError
+from blmkd.io import atomic_write_json
 
 _NAMES = {"oa": "OA", "aa": "AA", "kappa": "κ"}
 
@@ -55,10 +58,6 @@ def compare(
 
     Runs are paired by split digest (same scene, split and seed), never by folder name.
     """
-    from blmkd.cli.common import console
-    from blmkd.compare import METRICS, collect_runs, compare_runs
-    from blmkd.io import atomic_write_json
-
     if metric not in METRICS:
         raise BlmkdError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
     res = compare_runs(collect_runs(a, a_file), collect_runs(b, b_file))

@@ -9,8 +9,14 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from blmkd.cli import common as C
-from blmkd.data.scene import read_class_names, with_class_names
+from blmkd.bundle import DataOptions
+from blmkd.cli.common import console
+from blmkd.cli.options import DATA, command
+from blmkd.data import load_scene
+from blmkd.data.registry import list_datasets
+from blmkd.data.scene import with_class_names
+from blmkd.data.splits import make_split
+from blmkd.io import atomic_write_json
 
 datasets_app = typer.Typer(
     help="List the registered datasets (`blmkd datasets`) or describe one (`blmkd datasets info NAME`).",
@@ -29,8 +35,6 @@ def datasets(ctx: typer.Context) -> None:
     """List the registered datasets: name, sensor, size, bands, classes and whether the files are here."""
     if ctx.invoked_subcommand is not None:
         return
-    from blmkd.data.registry import list_datasets
-
     t = Table(title="datasets")
     for col in ("name", "sensor", "size", "bands", "classes", "cached"):
         t.add_column(col, justify="right" if col in ("bands", "classes") else "left")
@@ -49,7 +53,7 @@ def datasets(ctx: typer.Context) -> None:
             str(row.get("num_classes", row.get("classes", "?"))),
             where,
         )
-    C.console.print(t)
+    console.print(t)
 
 
 def _size(row: dict) -> str:
@@ -61,29 +65,24 @@ def _size(row: dict) -> str:
     return "—"
 
 
-@datasets_app.command("info")
-def info(
-    name: Name,
-    gt: C.GT = None,
-    cube_key: C.CubeKey = None,
-    gt_key: C.GTKey = None,
-    fill: C.Fill = None,
-    class_names: C.ClassNames = None,
-    json_out: JsonOut = None,
-) -> None:
-    """Describe a scene: shape, dtype, value range, bands, and its classes (original ids, names, counts)."""
-    from blmkd.data import load_scene
-    from blmkd.io import atomic_write_json
+#: The options that read a scene (not the ones that split it).
+SCENE = DATA.but(drop=("dataset", "strategy", "train", "val", "seed", "patch", "buffer", "allow_small", "train_map",
+                       "test_map"))  # fmt: skip
 
-    scene = load_scene(name, gt, cube_key=cube_key, gt_key=gt_key, fill=fill)
-    if class_names is not None:
-        scene = with_class_names(scene, read_class_names(class_names))
+
+@datasets_app.command("info")
+@command(data=SCENE)
+def info(name: Name, json_out: JsonOut = None, *, data: DataOptions) -> None:
+    """Describe a scene: shape, dtype, value range, bands, and its classes (original ids, names, counts)."""
+    scene = load_scene(name, data.gt, cube_key=data.cube_key, gt_key=data.gt_key, fill=data.fill)
+    if data.class_names is not None:
+        scene = with_class_names(scene, data.class_names)
     lo, hi = _value_range(scene.cube)
     facts = {**scene.facts(), "value_range": [lo, hi], "labelled": int(scene.class_counts().sum())}
     if scene.wavelengths:
         facts["wavelength_range_nm"] = [min(scene.wavelengths), max(scene.wavelengths)]
 
-    con = C.console
+    con = console
     con.print(f"[bold]{scene.name}[/bold]  ({scene.source or 'files'})")
     con.print(f"shape     {scene.height} × {scene.width} pixels × {scene.bands} bands")
     con.print(
@@ -115,53 +114,22 @@ def _value_range(cube) -> tuple[float, float]:
     return lo, hi
 
 
-def split(
-    name: Name,
-    gt: C.GT = None,
-    cube_key: C.CubeKey = None,
-    gt_key: C.GTKey = None,
-    fill: C.Fill = None,
-    class_names: C.ClassNames = None,
-    strategy: C.Strategy = "ratio",
-    train: C.TrainAmount = 0.1,
-    val: C.Val = 0.05,
-    seed: C.Seed = 0,
-    patch: C.Patch = 7,
-    buffer: C.Buffer = None,
-    block: Block = None,
-    allow_small: C.AllowSmall = False,
-    train_map: C.TrainMap = None,
-    test_map: C.TestMap = None,
-    json_out: JsonOut = None,
-) -> None:
+@command(data=DATA.but(drop=("dataset",)))
+def split(name: Name, block: Block = None, json_out: JsonOut = None, *, data: DataOptions) -> None:
     """Make a seeded train/val/test split and print it per class, with its leakage.
 
     Leakage is the share of test pixels whose P×P window contains a training pixel; the disjoint
     strategy keeps it at 0.
     """
-    from blmkd.data import load_scene
-    from blmkd.data.splits import make_split
-    from blmkd.io import atomic_write_json
-
-    scene = load_scene(name, gt, cube_key=cube_key, gt_key=gt_key, fill=fill)
-    if class_names is not None:
-        scene = with_class_names(scene, read_class_names(class_names))
+    scene = load_scene(name, data.gt, cube_key=data.cube_key, gt_key=data.gt_key, fill=data.fill)
+    if data.class_names is not None:
+        scene = with_class_names(scene, data.class_names)
+    strategy, train, seed, patch = data.strategy, data.train, data.seed, data.patch
     amount: float | int = train
     if strategy in ("per-class", "disjoint") and float(train).is_integer() and train >= 1:
         amount = int(train)
-    sp = make_split(
-        scene,
-        strategy,
-        train=amount,
-        val=val,
-        seed=seed,
-        patch_size=patch,
-        buffer=buffer,
-        allow_small=allow_small,
-        train_map=train_map,
-        test_map=test_map,
-        block=block,
-    )
+    sp = make_split(scene, strategy, train=amount, val=data.val, seed=seed, patch_size=patch, buffer=data.buffer,
+                    allow_small=data.allow_small, train_map=data.train_map, test_map=data.test_map, block=block)  # fmt: skip
     rows = sp.summary(scene)
     counts = scene.class_counts()
 
@@ -178,13 +146,13 @@ def split(
         *(str(totals[k]) for k in ("train", "val", "test")),
         end_section=True,
     )
-    C.console.print(t)
+    console.print(t)
     dropped = int(counts.sum()) - sum(totals.values())
     if dropped:
-        C.console.print(
+        console.print(
             f"buffer    {dropped} labelled pixels within {sp.spec['buffer']} px of training pixels left out"
         )
-    C.console.print(
+    console.print(
         f"leakage   {100 * sp.leakage:.2f}% of test pixels have a training pixel in their {patch}×{patch} window"
     )
     if json_out is not None:

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from blmkd.cli import common as C
+import blmkd.api as api
+from blmkd.cli.common import console
 
 
 def export_cmd(
@@ -105,44 +107,18 @@ def export_cmd(
     OA); one that fails its tolerance is not written. --trt always writes a trtexec build script
     for the target device; engines are built here only where TensorRT and a matching GPU exist.
     """
-    from blmkd.export import export
-
-    formats = [
-        name
-        for name, on in (
-            ("onnx", onnx),
-            ("onnx-fp16", fp16),
-            ("onnx-int8", int8),
-            ("onnx-int8-byte", int8_byte),
-            ("c", c),
-            ("trt", trt),
-        )
-        if on
-    ]
-    with C.console.status("exporting and checking against PyTorch ..."):
-        artifacts = export(
-            checkpoint,
-            formats or ["onnx"],
-            out,
-            force=force,
-            target=target,
-            build_engine=build_engine or None,
-            calibration=calibration,
-            calib_size=calib_size,
-            atol=atol,
-            min_agreement=min_agreement,
-            max_oa_drop=max_oa_drop,
-            eval_size=eval_size,
-            runner=runner or None,
-            c_target=c_target,
-            log=lambda s: C.console.print(s, markup=False, highlight=False),
-        )
-    C.console.print(_table(artifacts))
+    formats = [name for name, on in (("onnx", onnx), ("onnx-fp16", fp16), ("onnx-int8", int8),
+               ("onnx-int8-byte", int8_byte), ("c", c), ("trt", trt)) if on]  # fmt: skip
+    cfg = api.ExportConfig(force=force, target=target, build_engine=build_engine or None, calibration=calibration,
+                           calib_size=calib_size, atol=atol, min_agreement=min_agreement, max_oa_drop=max_oa_drop,
+                           eval_size=eval_size, runner=runner or None, c_target=c_target)  # fmt: skip
+    with console.status("exporting and checking against PyTorch ..."):
+        artifacts = api.export(checkpoint, formats, out, cfg,
+                               log=lambda s: console.print(s, markup=False, highlight=False))  # fmt: skip
+    console.print(_table(artifacts))
 
 
 def _table(artifacts):
-    from rich.table import Table
-
     t = Table(title="exported")
     for col in ("format", "file", "size", "max |Δlogit|", "agreement %", "OA %", "ΔOA pp", "note"):
         t.add_column(col, justify="left" if col in ("format", "file", "note") else "right")

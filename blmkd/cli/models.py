@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import torch
 import typer
 from rich.table import Table
 
+from blmkd.cli.common import console
 from blmkd.errors import ModelError
+from blmkd.flops import count_flops, count_params
+from blmkd.models import create_model, list_models, model_entry
 
 FAMILIES = ("teacher", "student")
 
@@ -23,12 +27,6 @@ def models(
     ] = None,
 ) -> None:
     """List every registered preset: family, parameters, FLOPs per pixel (one P×P patch) and description."""
-    import torch
-
-    from blmkd.cli.common import console
-    from blmkd.flops import count_flops, count_params
-    from blmkd.models import create_model, list_models, model_entry
-
     if family is not None and family not in FAMILIES:
         raise ModelError(f"--family must be one of {', '.join(FAMILIES)}, not {family!r}")
     if patch < 1 or patch % 2 == 0:

@@ -1,5 +1,2 @@
-"""Knowledge distillation: teacher → student losses and their schedule."""
-
-from blmkd.distill.losses import DistillationLoss, HintLoss, KDLoss, lambda_schedule
-
-__all__ = ["DistillationLoss", "HintLoss", "KDLoss", "lambda_schedule"]
+"""Knowledge distillation: the objective and its losses (:mod:`.kd`), the teacher-logit cache
+(:mod:`.cache`) and the teachers of a run (:mod:`.teachers`)."""

@@ -12,9 +12,10 @@ import torch
 import blmkd.distributed as D
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
-from blmkd.errors import BlmkdError
+from blmkd.errors import BlmkdError, TrainingError
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, TrainingError, fit
+from blmkd.training.config import TrainConfig
+from blmkd.training.loop import fit
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 

@@ -16,7 +16,8 @@ import torch
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
-from blmkd.runs import RunError, RunLock, claim_run, existing_run, resume_mismatch
+from blmkd.errors import RunError
+from blmkd.runs import RunLock, claim_run, existing_run, resume_mismatch
 
 
 def _teacher_args(data, out, *extra):

@@ -11,7 +11,9 @@ import torch
 from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, _better, fit, selection_facts
+from blmkd.training.config import TrainConfig
+from blmkd.training.loop import fit
+from blmkd.training.summary import better, selection_facts
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,11 @@ def easy_bundle(tmp_path_factory):
 
 
 def test_better_breaks_ties_by_loss_only():
-    assert _better(0.9, 5.0, 0.8, 0.1)  # higher OA wins whatever the loss
-    assert not _better(0.8, 0.01, 0.9, 5.0)
-    assert _better(0.9, 0.2, 0.9, 0.3)  # equal OA: lower loss wins
-    assert not _better(0.9, 0.3, 0.9, 0.3)  # equal both: the earlier epoch stays
-    assert _better(0.9, 0.3, 0.9, math.inf)  # a resumed run that recorded no loss
+    assert better(0.9, 5.0, 0.8, 0.1)  # higher OA wins whatever the loss
+    assert not better(0.8, 0.01, 0.9, 5.0)
+    assert better(0.9, 0.2, 0.9, 0.3)  # equal OA: lower loss wins
+    assert not better(0.9, 0.3, 0.9, 0.3)  # equal both: the earlier epoch stays
+    assert better(0.9, 0.3, 0.9, math.inf)  # a resumed run that recorded no loss
 
 
 def test_selection_facts_say_which_epoch_and_why():

@@ -9,18 +9,11 @@ import torch
 
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
+from blmkd.errors import TrainingError
 from blmkd.models import create_model
-from blmkd.train import (
-    TrainConfig,
-    TrainingError,
-    apply_variants,
-    ce_objective,
-    class_balance_weights,
-    dihedral,
-    fit,
-    predict_logits,
-    predict_tta,
-)
+from blmkd.training.config import TrainConfig, ce_objective, class_balance_weights
+from blmkd.training.evaluation import apply_variants, dihedral, predict_logits, predict_tta
+from blmkd.training.loop import fit
 
 
 def _teacher(bundle):
@@ -151,7 +144,7 @@ def test_checkpoint_dataset_mismatch(ip_bundle, tmp_path, capsys):
 
 
 def test_weight_ema_update_is_the_warmed_up_moving_average():
-    from blmkd.train import WeightEMA
+    from blmkd.training.ema import WeightEMA
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = WeightEMA(net, decay=0.5)

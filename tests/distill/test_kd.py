@@ -13,18 +13,13 @@ from blmkd.bundle import DataOptions, prepare_data, with_patch
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.data.scene import UNLABELLED
-from blmkd.distill.kd import (
-    KDConfig,
-    UnlabelledPool,
-    ensemble_cache,
-    kd_objective,
-    teacher_cache,
-    unlabelled_coords,
-)
-from blmkd.distill.losses import DistillationLoss, KDLoss, lambda_schedule
+from blmkd.distill.cache import UnlabelledPool, ensemble_cache, teacher_cache, unlabelled_coords
+from blmkd.distill.kd import DistillationLoss, KDConfig, KDLoss, kd_objective, lambda_schedule
 from blmkd.errors import BlmkdError
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, apply_variants, fit
+from blmkd.training.config import TrainConfig
+from blmkd.training.evaluation import apply_variants
+from blmkd.training.loop import fit
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +168,7 @@ def test_class_shrink_gives_small_classes_less_teacher(bundle, teacher_dir):
 
 
 def test_class_weights_scale_each_labelled_pixel(bundle, teacher_dir):
-    from blmkd.train import class_balance_weights
+    from blmkd.training.config import class_balance_weights
 
     w = class_balance_weights(bundle.coords("train")[2], bundle.scene.num_classes, 0.9)
     cfg = KDConfig(temperature=2.0, warmup_epochs=0, lambda_max=0.5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blmkd.distill.losses import DistillationLoss, HintLoss, KDLoss, dkd_parts, lambda_schedule
+from blmkd.distill.kd import DistillationLoss, HintLoss, KDLoss, dkd_parts, lambda_schedule
 
 # A 2×3 example at T = 2: z/T is z_s → [[0.5, 1, 1.5], [0, 0, 0]], z_t → [[1.5, 1, 0.5], [0.5, 0, 0]].
 Z_S = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])

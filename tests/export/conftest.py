@@ -15,7 +15,8 @@ import torch
 from blmkd.bundle import DataOptions, prepare_data
 from blmkd.checkpoint import load_checkpoint
 from blmkd.models import create_model
-from blmkd.train import TrainConfig, fit
+from blmkd.training.config import TrainConfig
+from blmkd.training.loop import fit
 
 
 @pytest.fixture(scope="session")
