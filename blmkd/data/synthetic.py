@@ -11,6 +11,9 @@ The scene is built like an agricultural/peri-urban image:
 - Fields are the Voronoi cells of seeded, jittered grid centres; each is one class (or an
   unlabelled background material), with its own brightness. Pixels near a field edge are linear
   mixtures of the two neighbouring fields' spectra.
+- Optional thin linear features (``lines``: roads or rivers 1-2 px wide, their own class) cross the
+  fields with mixed-pixel edges; ``border`` widens the mixed borders between fields and
+  ``label_fraction`` keeps the ground truth only near each field's centre (few labels per class).
 - The sensor sees reflectance through an atmosphere with absorption bands near 940, 1130, 1400
   and 1900 nm, and adds noise whose level rises in those bands (much lower SNR there).
 
@@ -236,6 +239,10 @@ def make_synthetic_scene(
     *,
     dtype: str = "uint16",
     out: str | os.PathLike | None = None,
+    lines: int = 0,
+    line_family: str = "man-made",
+    border: float = BORDER,
+    label_fraction: float = 1.0,
 ) -> Scene:
     """Make a deterministic synthetic scene.
 
@@ -251,6 +258,16 @@ def make_synthetic_scene(
             held in RAM), the ground truth to ``<stem>_gt.npy`` beside it, and the returned
             scene's cube is the read-only memmap. ``load_scene(out, gt=<stem>_gt.npy)`` reads
             them back.
+        lines: thin straight features (roads, rivers) crossing the scene, 1 or 2 px wide, all of
+            one extra class (id ``num_classes + 1``, named after ``line_family``). A pixel at least
+            half covered by a line is labelled with it; partly covered pixels on either side mix the
+            line's spectrum with the field's. 0 (default) draws none.
+        line_family: material of the lines: ``man-made`` (a road), ``water`` (a river), ``soil``
+            (a track) or ``vegetation`` (a hedge).
+        border: width in pixels of the mixed-pixel band between two fields (default 2).
+        label_fraction: share of each field kept in the ground truth, in (0, 1]: below 1 only the
+            pixels nearest the field's centre stay labelled (the others become 0, unlabelled, with
+            unchanged spectra), as in surveys that label the middle of fields. Lines stay labelled.
 
     Returns:
         The scene; ``extra`` records the seed, the value scale and, with ``out``, ``gt_path``.
@@ -259,6 +276,14 @@ def make_synthetic_scene(
         raise DataError(f"unsupported synthetic dtype {dtype!r}; choose from {', '.join(SCALES)}")
     if min(height, width, bands, num_classes) < 1:
         raise DataError("height, width, bands and num_classes must all be >= 1")
+    if int(lines) != lines or lines < 0:
+        raise DataError(f"lines must be a non-negative integer, got {lines!r}")
+    if line_family not in _PARAMS:
+        raise DataError(f"unknown line_family {line_family!r}; choose from {', '.join(_PARAMS)}")
+    if not (math.isfinite(border) and border > 0):
+        raise DataError(f"border must be a positive number of pixels, got {border!r}")
+    if not (0.0 < label_fraction <= 1.0):
+        raise DataError(f"label_fraction must be in (0, 1], got {label_fraction!r}")
     rng = np.random.default_rng(seed)
     wl = np.linspace(*WAVELENGTH_RANGE, bands)
     class_spec, names, families = _class_spectra(num_classes, wl, rng)  # (K, B)
@@ -284,19 +309,53 @@ def make_synthetic_scene(
     scale = SCALES[dtype]
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
 
-    gt = np.zeros((height, width), dtype=np.uint8 if num_classes < 255 else np.uint16)
+    n_labels = num_classes + (1 if lines else 0)
+    gt = np.zeros((height, width), dtype=np.uint8 if n_labels < 255 else np.uint16)
+    # Drawn from their own stream, after everything else: a scene with lines is the same scene
+    # with the lines painted over it.
+    line_rng = np.random.default_rng([seed, 7919])
+    line_geom = [
+        (
+            line_rng.uniform(0.2, 0.8) * height,  # a point of the line (row, col)
+            line_rng.uniform(0.2, 0.8) * width,
+            line_rng.uniform(0.0, np.pi),  # direction
+            1.0 + (i % 2),  # width in pixels: 1, 2, 1, ...
+        )
+        for i in range(int(lines))
+    ]
+    line_spec = (
+        material_spectrum(line_family, wl, _draw(line_family, line_rng)).astype(np.float32) if lines else None
+    )  # (B,)
+    label_radius = math.sqrt(label_fraction * (height / gy) * (width / gx) / math.pi)
+
+    def line_cover(rows: np.ndarray) -> np.ndarray:
+        """Share of each pixel of ``rows`` a line covers, (r, W) in [0, 1] (the largest over lines)."""
+        y = rows[:, None] + 0.5  # (r, 1)
+        x = np.arange(width)[None, :] + 0.5  # (1, W)
+        cover = np.zeros((rows.size, width), dtype=np.float32)
+        for y0, x0, theta, w in line_geom:
+            d = np.abs((x - x0) * math.sin(theta) - (y - y0) * math.cos(theta))  # (r, W) distance to the line
+            np.maximum(cover, np.clip(w / 2 + 0.5 - d, 0.0, 1.0), out=cover)
+        return cover
 
     def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
         for r0, r1 in _row_blocks(height, width, bands):
             f1, d1, f2, d2 = _nearest_two(np.arange(r0, r1), width, gy, gx, centres, height)
             gt[r0:r1] = field_id[f1]
-            alpha = (0.5 * np.clip(1.0 - (d2 - d1) / BORDER, 0.0, 1.0)).astype(np.float32)  # (r, W)
+            if label_fraction < 1.0:
+                gt[r0:r1][d1 > label_radius] = 0
+            alpha = (0.5 * np.clip(1.0 - (d2 - d1) / border, 0.0, 1.0)).astype(np.float32)  # (r, W)
             block = field_spec[f1]  # (r, W, B)
             block *= (1.0 - alpha)[..., None]
             other = field_spec[f2]
             other *= alpha[..., None]
             block += other
             del other
+            if line_geom:
+                cover = line_cover(np.arange(r0, r1))  # (r, W)
+                block *= (1.0 - cover)[..., None]
+                block += cover[..., None] * line_spec
+                gt[r0:r1][cover >= 0.5] = num_classes + 1
             noise = np.empty_like(block)
             pixel_scale = np.empty((r1 - r0, width, 1), dtype=np.float32)
             for i, row in enumerate(range(r0, r1)):
@@ -322,6 +381,15 @@ def make_synthetic_scene(
         "families": families,
         "fields": int(n_fields),
     }
+    if lines:
+        line_name = {"man-made": "road", "water": "river", "soil": "track", "vegetation": "hedge"}[line_family]
+        names = [*names, line_name]
+        extra["families"] = [*families, line_family]
+        extra["lines"] = int(lines)
+    if border != BORDER:
+        extra["border"] = float(border)
+    if label_fraction < 1.0:
+        extra["label_fraction"] = float(label_fraction)
     if out is None:
         cube = np.empty((height, width, bands), dtype=dtype)
         for r0, r1, block in blocks():
