@@ -50,6 +50,8 @@ FIELD_AREA = 900  # target pixels per field (about 30 x 30, like Indian Pines' f
 BORDER = 2.0  # px: pixels with d2 - d1 below this are mixtures of two fields
 BLOCK_ELEMENTS = 1 << 18  # cube elements generated at a time (1 MB of float32)
 NOISE = 0.004  # reflectance units: sensor noise away from the absorption bands (SNR ~100 at 0.4)
+# The class ``lines`` adds, named after its material.
+LINE_NAMES = {"man-made": "road", "water": "river", "soil": "track", "vegetation": "hedge"}
 FAMILY_ORDER = ("vegetation", "soil", "man-made", "vegetation", "water", "soil", "man-made", "vegetation")
 
 
@@ -382,8 +384,7 @@ def make_synthetic_scene(
         "fields": int(n_fields),
     }
     if lines:
-        line_name = {"man-made": "road", "water": "river", "soil": "track", "vegetation": "hedge"}[line_family]
-        names = [*names, line_name]
+        names = [*names, LINE_NAMES[line_family]]
         extra["families"] = [*families, line_family]
         extra["lines"] = int(lines)
     if border != BORDER:
