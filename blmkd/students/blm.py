@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blmkd.errors import ModelError
 from blmkd.models import ChunkedInference, register_model
 
 __all__ = [
@@ -339,6 +340,10 @@ class BLMStudent(ChunkedInference, nn.Module):
             raise ValueError(f"pool must be 'mean' or 'center_mean', not {c.pool!r}")
         if c.scan not in ("raster", "spiral"):
             raise ValueError(f"scan must be 'raster' or 'spiral', not {c.scan!r}")
+        if not 0.0 <= c.centre_weight <= 1.0:
+            raise ModelError(f"centre_weight must be in [0, 1], got {c.centre_weight!r}")
+        if c.centre_weight and c.pool == "center_mean":
+            raise ModelError("pool 'center_mean' already weighs the centre token 0.5; use centre_weight alone")
         self.register_buffer("in_scale", torch.full((c.bands,), 1.0 / 255.0))  # (bands,)
         self.register_buffer("in_offset", torch.zeros(c.bands))  # (bands,)
         self.encoder = ByteEncoder(c.bands, c.enc_hidden, c.d_model, c.dropout)
@@ -428,10 +433,16 @@ class BLMStudent(ChunkedInference, nn.Module):
         """Final norm, token pooling and head on the last block's output ``h (N, L, d_model)``."""
         h = layer_norm(self.norm_f, h)  # (N, L, d_model)
         f = h.mean(dim=1)  # (N, d_model)
-        if self.config.pool == "center_mean":
-            f = 0.5 * (f + h[:, center])  # (N, d_model)
+        w = self.centre_weight
+        if w:  # exactly the mean pooling at 0; pool="center_mean" is w = 0.5
+            f = (1.0 - w) * f + w * h[:, center]  # (N, d_model)
         logits = self.head(self.head_drop(f))  # (N, K)
         return (logits, f) if return_features else logits
+
+    @property
+    def centre_weight(self) -> float:
+        """Weight of the centre token in the pooled feature, ``(1 − w)·mean + w·centre``."""
+        return 0.5 if self.config.pool == "center_mean" else float(self.config.centre_weight)
 
     @property
     def pixel_feature_dim(self) -> int:
@@ -487,6 +498,7 @@ class BLMConfig:
     n_layers: int = 1  # Mamba blocks
     dropout: float = 0.1  # dropout after the encoder's hidden layer and before the head
     pool: str = "mean"  # token pooling: "mean" or "center_mean" (average of centre token and mean)
+    centre_weight: float = 0.0  # pooled = (1 − w)·mean + w·centre token, in [0, 1]; > 0 for thin structures
     scan: str = "spiral"  # token order: "raster" or "spiral" (outside in, centre pixel last)
     patch_size: int = 7  # informational: the patch side the preset was sized for (any P works)
 
