@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from blmkd.cli import common as C
+from blmkd.cli.patch_options import CentreWeight, PatchOrAuto, StudentPatch
 from blmkd.cli.train import (
     EMA,
     LR,
@@ -126,13 +127,8 @@ def distill(
         str | None,
         typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's."),
     ] = None,
-    patch: Annotated[
-        int | None,
-        typer.Option(
-            "--patch",
-            help="The student's window P (odd); default: the teacher's. A teacher that sees a larger window passes on what its context tells it; the split stays the teacher's.",
-        ),
-    ] = None,
+    patch: StudentPatch = None,
+    centre_weight: CentreWeight = 0.0,
     seeds: Seeds = None,
     epochs: Epochs = 200,
     batch: Batch = 64,
@@ -167,6 +163,7 @@ def distill(
     from blmkd.distill.kd import KDConfig, ensemble_cache, kd_objective, teacher_cache
     from blmkd.distributed import is_main
     from blmkd.models import create_model
+    from blmkd.patch_select import select_patch
     from blmkd.runs import existing_run
     from blmkd.train import bundle_from_checkpoint, class_balance_weights, with_patch
 
@@ -220,7 +217,12 @@ def distill(
     t_bundles: dict[int, list] = {}  # per seed, each teacher's data through its own window
 
     def build(s, bundle):
-        return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+        return create_model(
+            student,
+            bands=bundle.scene.bands,
+            num_classes=bundle.scene.num_classes,
+            centre_weight=centre_weight,
+        )
 
     def fit_kwargs(s, bundle, model):
         cks, tbs = teachers[s], t_bundles[s]
@@ -277,7 +279,7 @@ def distill(
         return {"objective": objective, "meta_extra": meta, "extra_modules": extra}
 
     # Each seed uses its teacher's own data: same dataset, split and preprocessing.
-    runs = []
+    runs, choice = [], None
     for s in seed_list:
         cks = [_teacher_for_seed(t, s) for t in teacher]
         teachers[s] = cks
@@ -289,6 +291,10 @@ def distill(
         t_bundles[s] = [
             with_patch(tbundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks
         ]
+        if patch == "auto":  # the student's P, on this split's validation pixels (blmkd/patch_select.py)
+            choice = select_patch(tbundle, lambda b, s=s: build(s, b), dataclasses.replace(train_cfg, seed=s),
+                                  say=C.console.print)  # fmt: skip
+            patch = choice.patch
         bundle = with_patch(tbundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seed_list) == 1 else out / f"seed_{s}"
         resume_s = resume and (
@@ -301,6 +307,8 @@ def distill(
         )  # fmt: skip
         if is_main():  # under torchrun rank 0 alone prints, times and writes
             _side_by_side(cks, run_dir, t_bundles[s] + [bundle])
+    if choice is not None and is_main():
+        choice.write(out / "patch_select.json")
     if len(seed_list) > 1 and is_main():
         from blmkd.train import write_summary
 
@@ -384,7 +392,8 @@ def train_student(
     val: C.Val = 0.05,
     seed: C.Seed = 0,
     seeds: Seeds = None,
-    patch: C.Patch = 7,
+    patch: PatchOrAuto = "7",
+    centre_weight: CentreWeight = 0.0,
     buffer: C.Buffer = None,
     allow_small: C.AllowSmall = False,
     train_map: C.TrainMap = None,
@@ -418,7 +427,12 @@ def train_student(
     )  # fmt: skip  # every option checked before the data loads; each seed's run gets a copy with its seed
 
     def build(s, bundle):
-        m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+        m = create_model(
+            student,
+            bands=bundle.scene.bands,
+            num_classes=bundle.scene.num_classes,
+            centre_weight=centre_weight,
+        )
         m.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
         return m
 

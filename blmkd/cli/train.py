@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from blmkd.cli import common as C
+from blmkd.cli.patch_options import CentreWeight, PatchOrAuto
 from blmkd.errors import BlmkdError
 from blmkd.io import check_writable_dir, check_writable_file
 
@@ -122,7 +123,8 @@ def train_teacher(
     val: C.Val = 0.05,
     seed: C.Seed = 0,
     seeds: Seeds = None,
-    patch: C.Patch = 7,
+    patch: PatchOrAuto = "7",
+    centre_weight: CentreWeight = 0.0,
     buffer: C.Buffer = None,
     allow_small: C.AllowSmall = False,
     train_map: C.TrainMap = None,
@@ -171,7 +173,8 @@ def train_teacher(
     _run_seeds(
         seed_list,
         out,
-        lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes),
+        lambda s, bundle: create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes,
+                                       centre_weight=centre_weight),
         dict(dataset=dataset, gt=gt, cube_key=cube_key, gt_key=gt_key, fill=fill, class_names=class_names, strategy=strategy, train=train,
              val=val, patch=patch, buffer=buffer, allow_small=allow_small, train_map=train_map, test_map=test_map),
         lambda s: replace(cfg, seed=s),
@@ -197,11 +200,17 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
 
     from blmkd.distributed import is_main
     from blmkd.flops import count_flops, count_params
+    from blmkd.patch_select import select_patch_for
     from blmkd.runs import RunLock, claim_run, existing_run, last_epoch
     from blmkd.train import fit, prepare_data, write_summary
 
     say = C.console.print if is_main() else (lambda *a, **k: None)
     check_writable_dir(out, "--out")  # before any data loads or model trains
+    choice = None
+    if data_kw.get("patch") == "auto":  # P from the first seed's validation pixels (blmkd/patch_select.py)
+        choice = select_patch_for(C.data_options(seed=seed_list[0], **{**data_kw, "patch": 1}),
+                                  lambda b: build(seed_list[0], b), cfg_for_seed(seed_list[0]), say=say)  # fmt: skip
+        data_kw = {**data_kw, "patch": choice.patch}
     runs = []
     with contextlib.ExitStack() as stack:
         if len(seed_list) > 1:
@@ -256,6 +265,8 @@ def _run_seeds(seed_list, out, build, data_kw, cfg_for_seed, *, resume, progress
                     f"kept epoch {res.best_epoch} of {res.epochs_run}: {res.selection['reason']}",
                     highlight=False,
                 )
+        if choice is not None and is_main():
+            choice.write(out / "patch_select.json")
         if len(seed_list) > 1 and is_main():
             summ = write_summary(out / "summary.json", runs)
             say(

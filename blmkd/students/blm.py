@@ -343,7 +343,7 @@ class BLMStudent(ChunkedInference, nn.Module):
         if not 0.0 <= c.centre_weight <= 1.0:
             raise ModelError(f"centre_weight must be in [0, 1], got {c.centre_weight!r}")
         if c.centre_weight and c.pool == "center_mean":
-            raise ModelError("pool 'center_mean' already weighs the centre token 0.5; use centre_weight alone")
+            raise ModelError("pool 'center_mean' is centre weight 0.5; give centre_weight alone")
         self.register_buffer("in_scale", torch.full((c.bands,), 1.0 / 255.0))  # (bands,)
         self.register_buffer("in_offset", torch.zeros(c.bands))  # (bands,)
         self.encoder = ByteEncoder(c.bands, c.enc_hidden, c.d_model, c.dropout)

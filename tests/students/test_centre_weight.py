@@ -73,7 +73,7 @@ def test_weight_outside_unit_interval_is_a_model_error(name, w):
 
 
 def test_center_mean_and_a_weight_together_are_refused():
-    with pytest.raises(ModelError, match="center_mean"):
+    with pytest.raises(ModelError, match="center_mean. is centre weight"):
         create_model("blm_test", BANDS, K, pool="center_mean", centre_weight=0.2)
 
 
