@@ -113,6 +113,7 @@ def test_cli_train_student_patch_auto_records_the_choice(scene_path, tmp_path):
     [
         (["--patch", "auto", "--strategy", "disjoint", "--train", "0.2"], "disjoint"),
         (["--patch", "big"], "--patch must be an odd integer or 'auto'"),
+        (["--patch", "0"], "--patch must be >= 1"),
     ],
 )
 def test_cli_patch_errors_are_one_line(scene_path, tmp_path, extra, msg, capsys):
@@ -127,4 +128,4 @@ def test_cli_centre_weight_out_of_range_is_refused(scene_path, tmp_path):
     res = cli.invoke(
         app, ["train-student", *_data_args(scene_path), "--centre-weight", "1.5", "-o", str(tmp_path)]
     )
-    assert res.exit_code != 0 and "--centre-weight" in res.output
+    assert res.exit_code != 0 and "--centre-weight must be" in str(res.exception) + res.output

@@ -17,9 +17,12 @@ def parse_patch(value: str | int | None) -> int | str | None:
     if text == "auto":
         return "auto"
     try:
-        return int(text)
+        p = int(text)
     except ValueError:
         raise BlmkdError(f"--patch must be an odd integer or 'auto', not {value!r}") from None
+    if p < 1:
+        raise BlmkdError(f"--patch must be >= 1, got {p}")
+    return p
 
 
 _AUTO = (
@@ -47,8 +50,6 @@ CentreWeight = Annotated[
     float,
     typer.Option(
         "--centre-weight",
-        min=0.0,
-        max=1.0,
         help="Pool (1 − w)·mean of the window's tokens + w·its centre token, w in [0, 1]: more weight on the "
         "pixel being classified, for thin structures (roads, rivers). 0 = plain mean.",
     ),
