@@ -67,7 +67,7 @@ def distill(
     temperature: Annotated[
         float,
         typer.Option("--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6)."),
-    ] = 4.0,
+    ] = 2.0,  # KDConfig's default
     warmup_epochs: Annotated[
         int, typer.Option("--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")
     ] = 20,
@@ -77,7 +77,7 @@ def distill(
         typer.Option(
             "--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal."
         ),
-    ] = 1.0,
+    ] = 0.5,  # KDConfig's default
     kd_loss: Annotated[
         str,
         typer.Option(
