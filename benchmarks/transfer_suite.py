@@ -117,7 +117,11 @@ def run_cell(out: Path, scene: str, split: str, seeds: str, a: argparse.Namespac
     if not step(out, cell / "teacher", ["train-teacher", "-m", TEACHER, *data, "--epochs", str(a.teacher_epochs),
                                          *SHORT_TEACHER, "-o", str(cell / "teacher"), *common]):  # fmt: skip
         return
-    step(out, cell / "student", ["train-student", "-s", STUDENT, *data, *s_ep, "-o", str(cell / "student"), *common])
+    step(
+        out,
+        cell / "student",
+        ["train-student", "-s", STUDENT, *data, *s_ep, "-o", str(cell / "student"), *common],
+    )
     kd = ["distill", "-t", str(cell / "teacher"), "-s", STUDENT, "--seeds", seeds, *s_ep,
           "--warmup-epochs", str(max(1, a.student_epochs // 3))]  # fmt: skip
     step(out, cell / "kd_default", [*kd, "-o", str(cell / "kd_default"), *common])
@@ -152,7 +156,9 @@ def summarise(runs: list[dict]) -> dict:
 def compare(out: Path, a: Path, b: Path, dest: Path) -> dict | None:
     if not (a / ".done").exists() or not b.exists():
         return None
-    if not dest.exists() and not blmkd(out, ["compare", str(a), str(b), "--json", str(dest)], dest.with_suffix(".log")):
+    if not dest.exists() and not blmkd(
+        out, ["compare", str(a), str(b), "--json", str(dest)], dest.with_suffix(".log")
+    ):
         return None
     st = json.loads(dest.read_text())["stats"]["oa"]
     return {k: st[k] for k in ("n", "mean_delta", "ci95", "p_signflip", "verdict")}
@@ -173,11 +179,15 @@ def collect(out: Path, scenes: list[str], splits: list[str]) -> dict:
             best = max(base, key=lambda b: models[b]["oa"]["mean"]) if base else None
             cmp = {}
             for kd in ("kd_default", "kd_recipe"):
-                cmp[f"{kd}_vs_student"] = compare(out, cell / kd, cell / "student", cell / f"cmp_{kd}_student.json")
+                cmp[f"{kd}_vs_student"] = compare(
+                    out, cell / kd, cell / "student", cell / f"cmp_{kd}_student.json"
+                )
                 if best:
                     cmp[f"{kd}_vs_{best}"] = compare(out, cell / kd, cell / "baselines" / best,
                                                      cell / f"cmp_{kd}_{best}.json")  # fmt: skip
-                cmp[f"teacher_vs_{kd}"] = compare(out, cell / "teacher", cell / kd, cell / f"cmp_teacher_{kd}.json")
+                cmp[f"teacher_vs_{kd}"] = compare(
+                    out, cell / "teacher", cell / kd, cell / f"cmp_teacher_{kd}.json"
+                )
             res[f"{scene}/{split}"] = {"models": models, "best_baseline": best, "compare": cmp}
     return res
 
@@ -256,7 +266,9 @@ def main() -> None:
     ap.add_argument("--teacher-epochs", type=int, default=12)
     ap.add_argument("--student-epochs", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1, help="Torch threads of each command (OMP_NUM_THREADS).")
-    ap.add_argument("--report-only", action="store_true", help="Only collect finished runs and write the tables.")
+    ap.add_argument(
+        "--report-only", action="store_true", help="Only collect finished runs and write the tables."
+    )
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     scenes, splits = a.scenes.split(","), a.splits.split(",")

@@ -392,7 +392,7 @@ def train_student(
     val: C.Val = 0.05,
     seed: C.Seed = 0,
     seeds: Seeds = None,
-    patch: PatchOrAuto = "7",
+    patch: PatchOrAuto = 7,
     centre_weight: CentreWeight = 0.0,
     buffer: C.Buffer = None,
     allow_small: C.AllowSmall = False,
