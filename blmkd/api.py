@@ -54,11 +54,12 @@ from blmkd.errors import BlmkdError, DataError, ModelError
 from blmkd.export import export as export_artifacts
 from blmkd.inference.classifier import open_classifier
 from blmkd.inference.maps import check_map_path, load_scene_for_map, write_map
-from blmkd.io import atomic_write_json, check_writable_file
+from blmkd.io import atomic_write_json, check_writable_dir, check_writable_file
 from blmkd.models import create_model, model_entry
 from blmkd.runs import existing_run
 from blmkd.training.config import TrainConfig, class_balance_weights
 from blmkd.training.evaluation import evaluate_model
+from blmkd.training.patch_select import select_patch, select_patch_for
 from blmkd.training.seeds import RunConfig, TrainResult, silent, train_seeds
 from blmkd.training.summary import report_table, seeds_line, write_summary
 
@@ -81,34 +82,49 @@ def _check_training(train: TrainConfig, run: RunConfig) -> None:
 
 def _train(title: str, data: DataOptions, train: TrainConfig, run: RunConfig, build) -> TrainResult:
     out, seeds = Path(run.out), run.seeds or [data.seed]
+    choice = None
+    if data.patch == "auto":  # P from the first seed's validation pixels (blmkd.training.patch_select)
+        check_writable_dir(out, "--out")  # before any candidate trains
+        choice = select_patch_for(replace(data, seed=seeds[0]), build, replace(train, seed=seeds[0]),
+                                  say=run.say if D.is_main() else silent)  # fmt: skip
+        data = replace(data, patch=choice.patch)
     runs, summary = train_seeds(seeds, out, lambda s: prepare_data(replace(data, seed=s)), build, train,
                                 resume=run.resume, force=run.force, progress=run.progress, title=title, say=run.say)  # fmt: skip
-    return TrainResult(out, runs, summary)
+    if choice is not None and D.is_main():
+        choice.write(out / "patch_select.json")
+    return TrainResult(out, runs, summary, patch_choice=choice)
 
 
 def train_teacher(model: str = "ssa_mamba_s", data: DataOptions | None = None, train: TrainConfig | None = None,
-                  run: RunConfig | None = None) -> TrainResult:  # fmt: skip
-    """Train a teacher preset on ``data``: OUT/best.safetensors (with test metrics), last, metrics.jsonl."""
+                  run: RunConfig | None = None, *, centre_weight: float = 0.0) -> TrainResult:  # fmt: skip
+    """Train a teacher preset on ``data``: OUT/best.safetensors (with test metrics), last, metrics.jsonl.
+
+    ``data.patch`` may be ``"auto"``: P is chosen on validation pixels first (OUT/patch_select.json).
+    ``centre_weight`` w pools ``(1 − w)·mean + w·centre`` (thin structures; 0 = the plain mean).
+    """
     data, train, run = data or DataOptions(), train or TrainConfig(), run or RunConfig("runs/teacher")
     _check_family(model, "teacher", "; use `blmkd train-student` for students")
     _check_training(train, run)
 
     def build(bundle: Bundle):
-        return create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+        return create_model(model, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes,
+                            centre_weight=centre_weight)  # fmt: skip
 
     return _train(f"teacher {model}", data, train, run, build)
 
 
 def train_student(student: str = DEFAULT_STUDENT, data: DataOptions | None = None, train: TrainConfig | None = None,
-                  run: RunConfig | None = None) -> TrainResult:  # fmt: skip
-    """Train a student on labels alone (no teacher), to measure what distillation adds."""
+                  run: RunConfig | None = None, *, centre_weight: float = 0.0) -> TrainResult:  # fmt: skip
+    """Train a student on labels alone (no teacher), to measure what distillation adds (``data.patch``
+    and ``centre_weight`` as in :func:`train_teacher`)."""
     data, run = data or DataOptions(), run or RunConfig("runs/student_nokd")
     train = train or TrainConfig(epochs=200, lr=3e-3, patience=60)
     _check_family(student, "student", ", not a student")
     _check_training(train, run)
 
     def build(bundle: Bundle):
-        m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
+        m = create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes,
+                         centre_weight=centre_weight)  # fmt: skip
         m.set_dequant(*[torch.as_tensor(a) for a in bundle.prep.dequant_affine()])
         return m
 
@@ -117,11 +133,12 @@ def train_student(student: str = DEFAULT_STUDENT, data: DataOptions | None = Non
 
 def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: TrainConfig | None = None,
             kd: KDConfig | None = None, run: RunConfig | None = None, *, dataset: str | None = None,
-            patch: int | None = None) -> TrainResult:  # fmt: skip
+            patch: int | str | None = None, centre_weight: float = 0.0) -> TrainResult:  # fmt: skip
     """Distil ``student`` from a teacher run (or an ensemble: a list of runs, logits averaged).
 
     Data, split and preprocessing are the teacher's (``dataset`` may only confirm them; ``patch``
-    gives the student another window on the same pixels). The teacher's logits are cached once per
+    gives the student another window on the same pixels, ``"auto"`` one chosen on the validation
+    pixels by short label-only runs; ``centre_weight`` as in :func:`train_teacher`). The teacher's logits are cached once per
     augmentation view; the loss is :func:`blmkd.distill.kd.kd_objective`. With ``run.seeds`` and a
     teacher folder of seed_<s>/ runs, each seed distils from its own teacher.
     """
@@ -151,6 +168,15 @@ def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: T
         t_bundles = [
             with_patch(t_bundle, c.meta.get("data", {}).get("options", {}).get("patch")) for c in cks
         ]
+
+        def build(bundle: Bundle):
+            return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes,
+                                centre_weight=centre_weight)  # fmt: skip
+
+        if patch == "auto":  # the student's P, on this split's validation pixels
+            result.patch_choice = select_patch(t_bundle, build, replace(train, seed=s),
+                                               say=run.say if D.is_main() else silent)  # fmt: skip
+            patch = result.patch_choice.patch
         bundle = with_patch(t_bundle, patch)  # the student's window on the teacher's pixels
         run_dir = out if len(seeds) == 1 else out / f"seed_{s}"
 
@@ -163,9 +189,6 @@ def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: T
                                      class_weights=weights)  # fmt: skip
             return {"objective": objective, "meta_extra": t.meta, "extra_modules": t.extra_modules}
 
-        def build(bundle: Bundle):
-            return create_model(student, bands=bundle.scene.bands, num_classes=bundle.scene.num_classes)
-
         resume_s = run.resume and (
             len(seeds) == 1 or bool(existing_run(run_dir))
         )  # a seed not started starts
@@ -177,6 +200,8 @@ def distill(teacher: str | Path | list, student: str = DEFAULT_STUDENT, train: T
             rows = side_by_side(cks, run_dir, [*t_bundles, bundle])
             result.side_by_side.append({"seed": s, "rows": rows})
             run.say(side_by_side_table(rows))
+    if result.patch_choice is not None and D.is_main():
+        result.patch_choice.write(out / "patch_select.json")
     if len(seeds) > 1 and D.is_main():
         result.summary = write_summary(out / "summary.json", result.runs)
         run.say(seeds_line(f"student {student}", seeds, result.summary))

@@ -129,7 +129,8 @@ def c_source(model, patch: int, meta: dict[str, Any]) -> str:
         "BLM_CONV": b0.d_conv,
         "BLM_LAYERS": len(blocks),
         "BLM_CLASSES": c.num_classes,
-        "BLM_CENTER_MEAN": int(c.pool == "center_mean"),
+        "BLM_CENTER_MEAN": int(model.centre_weight > 0),
+        "BLM_CENTER_W": _c_float(model.centre_weight),
         "BLM_CENTER": model._center_index(patch),
         "BLM_LN_EPS": _c_float(eps.pop()),
     }

@@ -308,6 +308,9 @@ class SSAMamba(ChunkedInference, nn.Module):
         z = h.view(N, H, W, -1).permute(0, 3, 1, 2)  # (N, d_model, H, W)  channels-last view, no copy
         z = self.feature_integration(z, z_proj)  # (N, d_model, H, W)
         feat = z.mean(dim=(2, 3))  # (N, d_model)  global average pool
+        w = self.config.centre_weight
+        if w:  # exactly the average pool at 0
+            feat = (1.0 - w) * feat + w * z[:, :, H // 2, W // 2]  # (N, d_model)  centre-weighted
         logits = self.head(feat)  # (N, num_classes)
         return (logits, feat) if return_features else logits
 
@@ -327,6 +330,7 @@ class SSAMambaConfig:
     n_heads: int = 8  # cross-attention heads; must divide d_model
     patch_size: int = 7  # training patch size; informational, any odd P works
     dropout: float = 0.1  # dropout rate everywhere
+    centre_weight: float = 0.0  # pooled = (1 − w)·mean + w·centre pixel, in [0, 1]; > 0 for thin structures
     ssm_impl: str = "conv"  # "conv": LTI kernel as a Toeplitz matmul (fast) | "scan": reference recurrence
 
     def __post_init__(self) -> None:
@@ -336,6 +340,8 @@ class SSAMambaConfig:
             raise ModelError(
                 f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})"
             )
+        if not 0.0 <= self.centre_weight <= 1.0:
+            raise ModelError(f"centre_weight must be in [0, 1], got {self.centre_weight!r}")
         if self.bands < 1 or self.num_classes < 2:
             raise ModelError(f"need bands >= 1 and num_classes >= 2, got {self.bands} and {self.num_classes}")
 

@@ -36,6 +36,7 @@ NUMERIC_BOUNDS: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "--buffer": (0, False, None, False),
     "--calib-size": (1, False, None, False),
     "--class-balance": (0, False, 1, True),
+    "--centre-weight": (0, False, 1, False),
     "--class-shrink": (0, False, None, False),
     "--cv-folds": (2, False, None, False),
     "--classes": (2, False, None, False),

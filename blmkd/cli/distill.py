@@ -9,7 +9,8 @@ import typer
 
 import blmkd.api as api
 from blmkd.bundle import DataOptions
-from blmkd.cli.options import DATA, KD, RUN, STUDENT_TRAIN, command
+from blmkd.cli.options import KD, RUN, STUDENT_TRAIN, TRAIN_DATA, command
+from blmkd.cli.patch_options import CentreWeight, StudentPatch
 from blmkd.distill.kd import KDConfig
 from blmkd.training.config import TrainConfig
 
@@ -34,13 +35,8 @@ def distill(
         str | None,
         typer.Option("--dataset", "-d", help="Must match the teacher's dataset; default: the teacher's."),
     ] = None,
-    patch: Annotated[
-        int | None,
-        typer.Option(
-            "--patch",
-            help="The student's window P (odd); default: the teacher's. A teacher that sees a larger window passes on what its context tells it; the split stays the teacher's.",
-        ),
-    ] = None,
+    patch: StudentPatch = None,
+    centre_weight: CentreWeight = 0.0,
     *,
     training: TrainConfig,
     kd: KDConfig,
@@ -56,15 +52,22 @@ def distill(
     the recipes (--temperature, --lambda-max, --unlabelled, --class-balance) and what each is for.
     Ends with teacher vs student side by side: OA/AA/κ, parameters, FLOPs per pixel and CPU latency.
     """
-    api.distill(teacher, student, training, kd, run, dataset=dataset, patch=patch)
+    api.distill(
+        teacher, student, training, kd, run, dataset=dataset, patch=patch, centre_weight=centre_weight
+    )
 
 
-@command(data=DATA, training=STUDENT_TRAIN, run=RUN.but(out=Path("runs/student_nokd")))
+@command(data=TRAIN_DATA, training=STUDENT_TRAIN, run=RUN.but(out=Path("runs/student_nokd")))
 def train_student(
-    student: Student = api.DEFAULT_STUDENT, *, data: DataOptions, training: TrainConfig, run: api.RunConfig
+    student: Student = api.DEFAULT_STUDENT,
+    centre_weight: CentreWeight = 0.0,
+    *,
+    data: DataOptions,
+    training: TrainConfig,
+    run: api.RunConfig,
 ) -> None:
     """Train a student on labels alone (no teacher), to measure what distillation adds."""
-    api.train_student(student, data, training, run)
+    api.train_student(student, data, training, run, centre_weight=centre_weight)
 
 
 def register(app: typer.Typer) -> None:

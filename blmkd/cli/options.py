@@ -26,6 +26,7 @@ import typer
 from blmkd.api import RunConfig
 from blmkd.bundle import DataOptions
 from blmkd.cli.common import console, parse_seeds
+from blmkd.cli.patch_options import PatchOrAuto
 from blmkd.data.scene import read_class_names
 from blmkd.distill.kd import KDConfig
 from blmkd.training.config import TrainConfig
@@ -153,6 +154,8 @@ DATA = Group(data_options, (
     Opt("buffer", Buffer), Opt("allow_small", AllowSmall, False), Opt("train_map", TrainMap),
     Opt("test_map", TestMap),
 ))  # fmt: skip
+#: The data of a training command: ``--patch`` may also be ``auto`` (chosen on validation pixels).
+TRAIN_DATA = DATA.but(patch=Opt("patch", PatchOrAuto, 7))
 
 # ----------------------------------------------------------------------------------------------
 # Training: optimiser, schedule, selection (TrainConfig)
@@ -224,14 +227,15 @@ STUDENT_TRAIN = TRAIN.but(epochs=200, lr=3e-3, patience=60)
 # ----------------------------------------------------------------------------------------------
 # Distillation (KDConfig)
 
+_KD = KDConfig()  # the defaults of the KD options are the config's own
 KD = Group(KDConfig, (
     Opt("temperature", Annotated[float, typer.Option(
-        "--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")], 4.0),
+        "--temperature", "-T", help="Softening temperature T (> 0; paper's best range 2–6).")], _KD.temperature),
     Opt("warmup_epochs", Annotated[int, typer.Option(
         "--warmup-epochs", help="Epochs over which λ_t rises linearly from λ_0 to λ_max.")], 20),
     Opt("lambda_0", Annotated[float, typer.Option("--lambda-0", help="λ at epoch 0, in [0, 1].")], 0.0),
     Opt("lambda_max", Annotated[float, typer.Option(
-        "--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")], 1.0),
+        "--lambda-max", help="λ after the warm-up, in [0, 1]; < 1 keeps some hard-label signal.")], _KD.lambda_max),
     Opt("kd_loss", Annotated[str, typer.Option(
         "--kd-loss",
         help="kl: T²·KL(teacher ‖ student); soft-ce: the paper's soft cross-entropy; dkd: decoupled KD, T²·(α·TCKD + β·NCKD): the teacher's confidence in the label and its view of the other classes, weighted apart.",

@@ -10,19 +10,23 @@ import typer
 import blmkd.api as api
 from blmkd.bundle import DataOptions
 from blmkd.cli.common import confusion_table, console, per_class_table
-from blmkd.cli.options import DATA, GT, RUN, TRAIN, Opt, TeacherEMA, command
+from blmkd.cli.options import GT, RUN, TRAIN, TRAIN_DATA, Opt, TeacherEMA, command
+from blmkd.cli.patch_options import CentreWeight
 from blmkd.io import atomic_write_json, check_writable_file
 from blmkd.training.config import TrainConfig
 from blmkd.training.summary import report_table
 
 
 @command(
-    data=DATA, training=TRAIN.but(ema=Opt("ema", TeacherEMA, 0.99)), run=RUN.but(out=Path("runs/teacher"))
+    data=TRAIN_DATA,
+    training=TRAIN.but(ema=Opt("ema", TeacherEMA, 0.99)),
+    run=RUN.but(out=Path("runs/teacher")),
 )
 def train_teacher(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Teacher preset (see `blmkd models`).")
     ] = "ssa_mamba_s",
+    centre_weight: CentreWeight = 0.0,
     *,
     data: DataOptions,
     training: TrainConfig,
@@ -35,7 +39,7 @@ def train_teacher(
     (for --resume) and OUT/metrics.jsonl. With --seeds, one run per seed in OUT/seed_<s> and
     the mean ± std of OA/AA/κ in OUT/summary.json.
     """
-    api.train_teacher(model, data, training, run)
+    api.train_teacher(model, data, training, run, centre_weight=centre_weight)
 
 
 def evaluate(

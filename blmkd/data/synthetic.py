@@ -11,6 +11,9 @@ The scene is built like an agricultural/peri-urban image:
 - Fields are the Voronoi cells of seeded, jittered grid centres; each is one class (or an
   unlabelled background material), with its own brightness. Pixels near a field edge are linear
   mixtures of the two neighbouring fields' spectra.
+- Optional thin linear features (``lines``: roads or rivers 1-2 px wide, their own class) cross the
+  fields with mixed-pixel edges; ``border`` widens the mixed borders between fields and
+  ``label_fraction`` keeps the ground truth only near each field's centre (few labels per class).
 - The sensor sees reflectance through an atmosphere with absorption bands near 940, 1130, 1400
   and 1900 nm, and adds noise whose level rises in those bands (much lower SNR there).
 
@@ -22,13 +25,20 @@ from __future__ import annotations
 
 import math
 import os
-import string
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from blmkd.data.scene import Scene, scene_from_arrays
+from blmkd.data.spectra import (
+    FAMILY_PARAMS,
+    atmosphere,
+    class_spectra,
+    draw_params,
+    material_spectrum,
+    smooth_ripples,
+)
 from blmkd.errors import DataError
 from blmkd.io import atomic_path
 
@@ -46,122 +56,8 @@ FIELD_AREA = 900  # target pixels per field (about 30 x 30, like Indian Pines' f
 BORDER = 2.0  # px: pixels with d2 - d1 below this are mixtures of two fields
 BLOCK_ELEMENTS = 1 << 18  # cube elements generated at a time (1 MB of float32)
 NOISE = 0.004  # reflectance units: sensor noise away from the absorption bands (SNR ~100 at 0.4)
-FAMILY_ORDER = ("vegetation", "soil", "man-made", "vegetation", "water", "soil", "man-made", "vegetation")
-
-
-def _bump(wl: np.ndarray, centre: float, width: float) -> np.ndarray:
-    return np.exp(-0.5 * ((wl - centre) / width) ** 2)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def atmosphere(wl: np.ndarray) -> np.ndarray:
-    """Two-way transmission: water-vapour bands at 940, 1130, 1400, 1900 nm, O2 at 760 nm."""
-    t = (
-        1.0
-        - 0.35 * _bump(wl, 940, 25)
-        - 0.45 * _bump(wl, 1130, 30)
-        - 0.93 * _bump(wl, 1400, 45)
-        - 0.97 * _bump(wl, 1900, 55)
-        - 0.15 * _bump(wl, 760, 5)
-    )
-    return np.clip(t, 0.02, 1.0)
-
-
-# Parameter ranges per family: (low, high); a group draws its base inside the range.
-_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
-    "vegetation": {
-        "vis": (0.03, 0.06),
-        "green": (0.04, 0.09),
-        "edge": (700.0, 725.0),
-        "nir": (0.32, 0.55),
-        "leaf_water": (0.35, 0.7),
-        "swir": (0.45, 0.75),
-    },
-    "soil": {"base": (0.05, 0.12), "rise": (0.18, 0.35), "scale": (500.0, 900.0), "clay": (0.01, 0.05)},
-    "water": {"level": (0.04, 0.09), "turbidity": (0.0, 0.03)},
-    "man-made": {"level": (0.07, 0.45), "slope": (-0.04, 0.06), "feature": (-0.03, 0.03)},
-}
-_POSITIONAL = {"edge", "scale"}  # perturbed additively (nm), the others relatively
-
-
-def material_spectrum(family: str, wl: np.ndarray, p: dict[str, float]) -> np.ndarray:
-    """Reflectance (0..1) of a family at wavelengths ``wl`` (nm) with parameters ``p``."""
-    if family == "vegetation":
-        visible = p["vis"] + p["green"] * _bump(wl, 550, 30) - 0.5 * p["vis"] * _bump(wl, 670, 20)
-        edge = _sigmoid((wl - p["edge"]) / 12.0)
-        plateau = p["nir"] * (1.0 - 0.08 * np.clip((wl - 800.0) / 500.0, 0.0, 1.0))
-        r = visible * (1.0 - edge) + plateau * edge
-        swir = 1.0 - (1.0 - p["swir"]) * _sigmoid((wl - 1350.0) / 60.0)
-        water = (
-            1.0
-            - p["leaf_water"] * (_bump(wl, 1450, 70) + 1.2 * _bump(wl, 1940, 90))
-            - 0.1 * _bump(wl, 980, 30)
-        )
-        r = r * swir * np.clip(water, 0.1, 1.0) * (1.0 - 0.35 * _sigmoid((wl - 2000.0) / 150.0))
-    elif family == "soil":
-        r = p["base"] + p["rise"] * (1.0 - np.exp(-(wl - 400.0) / p["scale"]))
-        r = r - 0.03 * _bump(wl, 1410, 30) - 0.04 * _bump(wl, 1910, 40) - p["clay"] * _bump(wl, 2200, 25)
-        r = r - 0.01 * _bump(wl, 900, 80)
-    elif family == "water":
-        r = p["level"] * np.exp(-np.clip(wl - 450.0, 0.0, None) / 150.0) + p["turbidity"] * _bump(wl, 580, 50)
-        r = r * (1.0 - 0.9 * _sigmoid((wl - 720.0) / 20.0)) + 0.003
-    elif family == "man-made":
-        x = (wl - 400.0) / 2100.0
-        r = p["level"] + p["slope"] * x + p["feature"] * _bump(wl, 900, 150)
-    else:
-        raise DataError(f"unknown material family {family!r}; known: vegetation, soil, water, man-made")
-    return np.clip(r, 0.002, 0.95)
-
-
-def _draw(family: str, rng: np.random.Generator) -> dict[str, float]:
-    return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in _PARAMS[family].items()}
-
-
-def _perturb(p: dict[str, float], rng: np.random.Generator, amount: float) -> dict[str, float]:
-    return {
-        k: v + rng.normal(0.0, 6.0 * amount / 0.05)
-        if k in _POSITIONAL
-        else v * (1.0 + rng.normal(0.0, amount))
-        for k, v in p.items()
-    }
-
-
-def _smooth(wl: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    """n smooth random curves over the wavelengths, zero-mean, about unit amplitude, (n, B)."""
-    x = (wl - wl.min()) / max(1e-9, float(np.ptp(wl)))
-    out = np.zeros((n, wl.size))
-    for freq in (1, 2, 3):
-        amp = rng.normal(0.0, 1.0 / freq, size=(n, 1))
-        phase = rng.uniform(0.0, 2 * np.pi, size=(n, 1))
-        out += amp * np.cos(2 * np.pi * freq * x[None, :] / 2 + phase)
-    return out / math.sqrt(2)
-
-
-def _class_spectra(
-    num_classes: int, wl: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """(K, B) reflectance of the classes, their names and families, in groups of similar members."""
-    n_groups = max(1, math.ceil(num_classes / 3))
-    groups = [
-        (FAMILY_ORDER[g % len(FAMILY_ORDER)], _draw(FAMILY_ORDER[g % len(FAMILY_ORDER)], rng))
-        for g in range(n_groups)
-    ]
-    smooth = _smooth(wl, rng, num_classes)
-    spectra, names, families = [], [], []
-    members = [0] * n_groups
-    for k in range(num_classes):
-        g = k % n_groups
-        family, base = groups[g]
-        members[g] += 1
-        s = material_spectrum(family, wl, _perturb(base, rng, 0.06)) * (1.0 + 0.04 * smooth[k])
-        spectra.append(s)
-        letters = string.ascii_uppercase
-        names.append(f"{family} {letters[g % 26]}{'' if g < 26 else g // 26}{members[g]}")
-        families.append(family)
-    return np.stack(spectra), names, families
+# The class ``lines`` adds, named after its material.
+LINE_NAMES = {"man-made": "road", "water": "river", "soil": "track", "vegetation": "hedge"}
 
 
 def _fields(
@@ -235,6 +131,10 @@ def make_synthetic_scene(
     *,
     dtype: str = "uint16",
     out: str | os.PathLike | None = None,
+    lines: int = 0,
+    line_family: str = "man-made",
+    border: float = BORDER,
+    label_fraction: float = 1.0,
 ) -> Scene:
     """Make a deterministic synthetic scene.
 
@@ -250,6 +150,16 @@ def make_synthetic_scene(
             held in RAM), the ground truth to ``<stem>_gt.npy`` beside it, and the returned
             scene's cube is the read-only memmap. ``load_scene(out, gt=<stem>_gt.npy)`` reads
             them back.
+        lines: thin straight features (roads, rivers) crossing the scene, 1 or 2 px wide, all of
+            one extra class (id ``num_classes + 1``, named after ``line_family``). A pixel at least
+            half covered by a line is labelled with it; partly covered pixels on either side mix the
+            line's spectrum with the field's. 0 (default) draws none.
+        line_family: material of the lines: ``man-made`` (a road), ``water`` (a river), ``soil``
+            (a track) or ``vegetation`` (a hedge).
+        border: width in pixels of the mixed-pixel band between two fields (default 2).
+        label_fraction: share of each field kept in the ground truth, in (0, 1]: below 1 only the
+            pixels nearest the field's centre stay labelled (the others become 0, unlabelled, with
+            unchanged spectra), as in surveys that label the middle of fields. Lines stay labelled.
 
     Returns:
         The scene; ``extra`` records the seed, the value scale and, with ``out``, ``gt_path``.
@@ -258,11 +168,19 @@ def make_synthetic_scene(
         raise DataError(f"unsupported synthetic dtype {dtype!r}; choose from {', '.join(SCALES)}")
     if min(height, width, bands, num_classes) < 1:
         raise DataError("height, width, bands and num_classes must all be >= 1")
+    if int(lines) != lines or lines < 0:
+        raise DataError(f"lines must be a non-negative integer, got {lines!r}")
+    if line_family not in FAMILY_PARAMS:
+        raise DataError(f"unknown line_family {line_family!r}; choose from {', '.join(FAMILY_PARAMS)}")
+    if not (math.isfinite(border) and border > 0):
+        raise DataError(f"border must be a positive number of pixels, got {border!r}")
+    if not (0.0 < label_fraction <= 1.0):
+        raise DataError(f"label_fraction must be in (0, 1], got {label_fraction!r}")
     rng = np.random.default_rng(seed)
     wl = np.linspace(*WAVELENGTH_RANGE, bands)
-    class_spec, names, families = _class_spectra(num_classes, wl, rng)  # (K, B)
+    class_spec, names, families = class_spectra(num_classes, wl, rng)  # (K, B)
     background = np.stack(
-        [material_spectrum(f, wl, _draw(f, rng)) for f in ("soil", "man-made", "vegetation")]
+        [material_spectrum(f, wl, draw_params(f, rng)) for f in ("soil", "man-made", "vegetation")]
     )  # (3, B) unlabelled materials
 
     gy, gx, centres = _fields(height, width, num_classes, rng)
@@ -276,26 +194,64 @@ def make_synthetic_scene(
     bg_material = rng.integers(0, len(background), size=n_fields)
     base = np.where(field_id[:, None] > 0, class_spec[np.maximum(field_id - 1, 0)], background[bg_material])
     brightness = rng.normal(1.0, 0.04, size=(n_fields, 1))
-    field_spec = (base * brightness * (1.0 + 0.01 * _smooth(wl, rng, n_fields))).astype(np.float32)  # (F, B)
+    field_spec = (base * brightness * (1.0 + 0.01 * smooth_ripples(wl, rng, n_fields))).astype(
+        np.float32
+    )  # (F, B)
 
     transmission = atmosphere(wl).astype(np.float32)  # (B,)
     sigma = (NOISE * (1.0 + 10.0 * (1.0 - transmission))).astype(np.float32)  # (B,)
     scale = SCALES[dtype]
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
 
-    gt = np.zeros((height, width), dtype=np.uint8 if num_classes < 255 else np.uint16)
+    n_labels = num_classes + (1 if lines else 0)
+    gt = np.zeros((height, width), dtype=np.uint8 if n_labels < 255 else np.uint16)
+    # Drawn from their own stream, after everything else: a scene with lines is the same scene
+    # with the lines painted over it.
+    line_rng = np.random.default_rng([seed, 7919])
+    line_geom = [
+        (
+            line_rng.uniform(0.2, 0.8) * height,  # a point of the line (row, col)
+            line_rng.uniform(0.2, 0.8) * width,
+            line_rng.uniform(0.0, np.pi),  # direction
+            1.0 + (i % 2),  # width in pixels: 1, 2, 1, ...
+        )
+        for i in range(int(lines))
+    ]
+    line_spec = (
+        material_spectrum(line_family, wl, draw_params(line_family, line_rng)).astype(np.float32)
+        if lines
+        else None
+    )  # (B,)
+    label_radius = math.sqrt(label_fraction * (height / gy) * (width / gx) / math.pi)
+
+    def line_cover(rows: np.ndarray) -> np.ndarray:
+        """Share of each pixel of ``rows`` a line covers, (r, W) in [0, 1] (the largest over lines)."""
+        y = rows[:, None] + 0.5  # (r, 1)
+        x = np.arange(width)[None, :] + 0.5  # (1, W)
+        cover = np.zeros((rows.size, width), dtype=np.float32)
+        for y0, x0, theta, w in line_geom:
+            d = np.abs((x - x0) * math.sin(theta) - (y - y0) * math.cos(theta))  # (r, W) distance to the line
+            np.maximum(cover, np.clip(w / 2 + 0.5 - d, 0.0, 1.0), out=cover)
+        return cover
 
     def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
         for r0, r1 in _row_blocks(height, width, bands):
             f1, d1, f2, d2 = _nearest_two(np.arange(r0, r1), width, gy, gx, centres, height)
             gt[r0:r1] = field_id[f1]
-            alpha = (0.5 * np.clip(1.0 - (d2 - d1) / BORDER, 0.0, 1.0)).astype(np.float32)  # (r, W)
+            if label_fraction < 1.0:
+                gt[r0:r1][d1 > label_radius] = 0
+            alpha = (0.5 * np.clip(1.0 - (d2 - d1) / border, 0.0, 1.0)).astype(np.float32)  # (r, W)
             block = field_spec[f1]  # (r, W, B)
             block *= (1.0 - alpha)[..., None]
             other = field_spec[f2]
             other *= alpha[..., None]
             block += other
             del other
+            if line_geom:
+                cover = line_cover(np.arange(r0, r1))  # (r, W)
+                block *= (1.0 - cover)[..., None]
+                block += cover[..., None] * line_spec
+                gt[r0:r1][cover >= 0.5] = num_classes + 1
             noise = np.empty_like(block)
             pixel_scale = np.empty((r1 - r0, width, 1), dtype=np.float32)
             for i, row in enumerate(range(r0, r1)):
@@ -321,6 +277,14 @@ def make_synthetic_scene(
         "families": families,
         "fields": int(n_fields),
     }
+    if lines:
+        names = [*names, LINE_NAMES[line_family]]
+        extra["families"] = [*families, line_family]
+        extra["lines"] = int(lines)
+    if border != BORDER:
+        extra["border"] = float(border)
+    if label_fraction < 1.0:
+        extra["label_fraction"] = float(label_fraction)
     if out is None:
         cube = np.empty((height, width, bands), dtype=dtype)
         for r0, r1, block in blocks():

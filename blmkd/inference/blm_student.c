@@ -372,14 +372,14 @@ static void blm_encode(const float *BLM_RESTRICT xf, float *BLM_RESTRICT e2) {
     blm_matmul(BLM_D, BLM_ENC, blm_enc2_w, blm_enc2_b, e1, e2);
 }
 
-/* Final norm, mean (or centre+mean) pooling over the valid tokens, head. */
+/* Final norm, mean (or (1 - w)·mean + w·centre, w = BLM_CENTER_W) pooling over the valid tokens, head. */
 static void blm_head(const float *BLM_RESTRICT h, float *BLM_RESTRICT logits) {
     float hn[BLM_D * BLM_LP], f[BLM_D];
     blm_layernorm(h, blm_normf_w, blm_normf_b, hn);
     for (int d = 0; d < BLM_D; d++) {
         f[d] = blm_sum(hn + d * BLM_LP, BLM_L) * (1.0f / BLM_L);
 #if BLM_CENTER_MEAN
-        f[d] = 0.5f * (f[d] + hn[d * BLM_LP + BLM_CENTER]);
+        f[d] = (1.0f - BLM_CENTER_W) * f[d] + BLM_CENTER_W * hn[d * BLM_LP + BLM_CENTER];
 #endif
     }
     /* logits = W f + b with the classes along the inner loop (no reduction in it) */

@@ -168,10 +168,16 @@ class BLMStudent(ChunkedInference, nn.Module):
         """Final norm, token pooling and head on the last block's output ``h (N, L, d_model)``."""
         h = layer_norm(self.norm_f, h)  # (N, L, d_model)
         f = h.mean(dim=1)  # (N, d_model)
-        if self.config.pool == "center_mean":
-            f = 0.5 * (f + h[:, center])  # (N, d_model)
+        w = self.centre_weight
+        if w:  # exactly the mean pooling at 0; pool="center_mean" is w = 0.5
+            f = (1.0 - w) * f + w * h[:, center]  # (N, d_model)
         logits = self.head(self.head_drop(f))  # (N, K)
         return (logits, f) if return_features else logits
+
+    @property
+    def centre_weight(self) -> float:
+        """Weight of the centre token in the pooled feature, ``(1 − w)·mean + w·centre``."""
+        return 0.5 if self.config.pool == "center_mean" else float(self.config.centre_weight)
 
     @property
     def pixel_feature_dim(self) -> int:
@@ -227,6 +233,7 @@ class BLMConfig:
     n_layers: int = 1  # Mamba blocks
     dropout: float = 0.1  # dropout after the encoder's hidden layer and before the head
     pool: str = "mean"  # token pooling: "mean" or "center_mean" (average of centre token and mean)
+    centre_weight: float = 0.0  # pooled = (1 − w)·mean + w·centre token, in [0, 1]; > 0 for thin structures
     scan: str = "spiral"  # token order: "raster" or "spiral" (outside in, centre pixel last)
     patch_size: int = 7  # informational: the patch side the preset was sized for (any P works)
 
@@ -235,6 +242,10 @@ class BLMConfig:
             raise ModelError(f"pool must be 'mean' or 'center_mean', not {self.pool!r}")
         if self.scan not in ("raster", "spiral"):
             raise ModelError(f"scan must be 'raster' or 'spiral', not {self.scan!r}")
+        if not 0.0 <= self.centre_weight <= 1.0:
+            raise ModelError(f"centre_weight must be in [0, 1], got {self.centre_weight!r}")
+        if self.centre_weight and self.pool == "center_mean":
+            raise ModelError("pool 'center_mean' is centre weight 0.5; give centre_weight alone")
 
 
 def _build(bands: int, num_classes: int, defaults: dict, overrides: dict) -> BLMStudent:

@@ -64,6 +64,7 @@ class TrainResult:
     ]  # per seed: seed, dir, test, best_epoch, epochs_run, selection, wall_s, leakage, parameters, ...
     summary: dict | None = None  # OA/AA/κ mean ± std over seeds (OUT/summary.json), None for one seed
     side_by_side: list[dict] = field(default_factory=list)  # distill: teacher(s) vs student, per seed
+    patch_choice: object | None = None  # --patch auto: the PatchChoice (blmkd.training.patch_select)
 
     @property
     def checkpoint(self) -> Path:

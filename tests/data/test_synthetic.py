@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blmkd.data import load_scene, make_synthetic_scene
-from blmkd.data.synthetic import material_spectrum
+from blmkd.data.spectra import material_spectrum
 from blmkd.errors import DataError
 
 WL = np.linspace(400, 2500, 211)
@@ -141,3 +141,72 @@ def test_bad_arguments(tmp_path):
 def test_unknown_material_family_is_a_data_error():
     with pytest.raises(DataError, match="unknown material family 'rock'"):
         material_spectrum("rock", WL, {})
+
+
+# ---- options for scenes unlike Indian Pines: thin lines, wide borders, few labels ----
+
+
+def test_lines_are_their_own_thin_class_painted_over_the_same_scene():
+    plain = make_synthetic_scene(64, 64, 40, 4, seed=3)
+    roads = make_synthetic_scene(64, 64, 40, 4, seed=3, lines=2)
+    rivers = make_synthetic_scene(64, 64, 40, 4, seed=3, lines=2, line_family="water")
+    assert roads.class_ids == [1, 2, 3, 4, 5] and roads.class_names[-1] == "road"
+    assert rivers.class_names[-1] == "river" and roads.extra["lines"] == 2
+    line = roads.labels == 4  # 0-based label of id 5
+    assert 0.01 < line.mean() < 0.1  # thin: a few percent of a 64×64 scene
+    # 1-2 px wide: no line pixel has a full 5×5 neighbourhood of line pixels
+    pad = np.pad(line, 2)
+    full = np.ones_like(line)
+    for dy in range(5):
+        for dx in range(5):
+            full &= pad[dy : dy + 64, dx : dx + 64]
+    assert not full.any()
+    # away from the lines the scene is unchanged, and the lines' spectra differ from the fields'
+    changed = (roads.cube != plain.cube).any(-1)
+    assert changed.mean() < 2.5 * line.mean()
+    far = ~changed
+    np.testing.assert_array_equal(roads.labels[far], plain.labels[far])
+    road_mean = roads.cube[line].astype(float).mean(0)
+    river_mean = rivers.cube[rivers.labels == 4].astype(float).mean(0)
+    assert np.abs(road_mean - river_mean).max() > 100  # reflectance x 10000
+
+
+def test_lines_off_by_default_keep_scenes_identical():
+    a = make_synthetic_scene(40, 30, 16, 5, seed=7)
+    b = make_synthetic_scene(40, 30, 16, 5, seed=7, lines=0, border=2.0, label_fraction=1.0)
+    np.testing.assert_array_equal(a.cube, b.cube)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert "lines" not in b.extra and "label_fraction" not in b.extra
+
+
+def test_wider_border_mixes_more_pixels():
+    a = make_synthetic_scene(64, 64, 40, 4, seed=3)
+    wide = make_synthetic_scene(64, 64, 40, 4, seed=3, border=6.0)
+    np.testing.assert_array_equal(a.labels, wide.labels)  # same fields, same labels
+    changed = (a.cube != wide.cube).any(-1).mean()
+    assert 0.1 < changed < 0.9 and wide.extra["border"] == 6.0
+
+
+def test_label_fraction_keeps_field_centres_only():
+    a = make_synthetic_scene(64, 64, 40, 4, seed=3)
+    few = make_synthetic_scene(64, 64, 40, 4, seed=3, label_fraction=0.2)
+    np.testing.assert_array_equal(a.cube, few.cube)  # spectra unchanged
+    kept = few.labels >= 0
+    assert (few.labels[kept] == a.labels[kept]).all()  # a subset of the same labels
+    assert 0.1 < kept.sum() / (a.labels >= 0).sum() < 0.35
+    assert few.class_ids == a.class_ids  # every class keeps pixels
+
+
+def test_other_band_counts_and_few_classes(tmp_path):
+    scene = make_synthetic_scene(48, 40, 103, 3, seed=2, lines=1, out=tmp_path / "s.npy")
+    assert scene.cube.shape == (48, 40, 103) and scene.class_ids == [1, 2, 3, 4]
+    back = load_scene(tmp_path / "s.npy", gt=tmp_path / "s_gt.npy")
+    np.testing.assert_array_equal(back.labels, scene.labels)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(lines=-1), dict(lines=1.5), dict(line_family="lava"), dict(border=0), dict(label_fraction=0)]
+)
+def test_bad_options_are_data_errors(kw):
+    with pytest.raises(DataError):
+        make_synthetic_scene(20, 20, 8, 3, **kw)

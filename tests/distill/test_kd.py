@@ -48,7 +48,7 @@ def test_cached_teacher_gives_the_live_teacher_loss(bundle, teacher_dir):
     cache = teacher_cache(teacher, bundle, variants=8)
     rows, cols, labels = bundle.coords("train")
     assert cache.shape == (len(rows), 8, bundle.scene.num_classes)
-    cfg = KDConfig(temperature=3.0, warmup_epochs=4)
+    cfg = KDConfig(temperature=3.0, warmup_epochs=4, lambda_max=1.0)
     objective = kd_objective(cfg, cache)
     student = _student(bundle).eval()
     idx = torch.arange(0, 40)
@@ -100,7 +100,8 @@ def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
           "--batch", "128", "--out", str(out), "--no-progress"])  # fmt: skip
     ck = load_checkpoint(out)
     assert ck.meta["teacher"]["model"] == "ssa_mamba_test"
-    assert ck.meta["kd"]["temperature"] == 4.0
+    assert ck.meta["kd"]["temperature"] == KDConfig().temperature == 2.0  # the CLI's defaults are KDConfig's
+    assert ck.meta["kd"]["lambda_max"] == KDConfig().lambda_max == 0.5
     assert ck.meta["split"]["digest"] == load_checkpoint(teacher_dir).meta["split"]["digest"]  # same split
     test = ck.meta["metrics"]["test"]  # OA is the support-weighted mean of the per-class accuracies
     rows = [r for r in test["per_class"] if r["support"]]
@@ -108,7 +109,7 @@ def test_cli_distills_a_tiny_student_end_to_end(teacher_dir, tmp_path, capsys):
         sum(r["accuracy"] * r["support"] for r in rows) / sum(r["support"] for r in rows)
     )
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lambda"] for r in log] == [0.0, 1.0]
+    assert [r["lambda"] for r in log] == [0.0, 0.5]  # λ_0 → the default λ_max
     text = capsys.readouterr().out
     assert "teacher vs student" in text and "FLOPs/px" in text
 

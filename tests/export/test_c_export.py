@@ -68,6 +68,10 @@ CONFIGS = [
     ("two layers, 4 heads, P 9", 9, dict(bands=64, num_classes=9, enc_hidden=20, d_model=16, d_state=8, n_heads=4,
                                          n_layers=2, d_conv=4)),
     ("blm_t sizes, P 3", 3, dict(bands=30, num_classes=3, enc_hidden=24, d_model=24, d_state=8, n_heads=2)),
+    ("centre weight 0.3, P 1", 1, dict(bands=20, num_classes=4, enc_hidden=8, d_model=8, d_state=4, n_heads=2,
+                                       centre_weight=0.3)),
+    ("centre weight 0.8, P 15", 15, dict(bands=16, num_classes=5, enc_hidden=8, d_model=8, d_state=4, n_heads=2,
+                                         centre_weight=0.8)),
 ]  # fmt: skip
 
 
