@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from blmkd.baselines import BaselineConfig, best_baseline, to_onnx, train_baselines, window_features
 from blmkd.bench.report import baseline_lines
@@ -67,6 +69,42 @@ def test_every_baseline_writes_a_checked_onnx_file_and_json_only(trained):
     assert res[0].params.keys() == {"C", "gamma"} and res[0].cv_oa is not None
     assert res[2].params.keys() == {"n_neighbors"}
     assert best_baseline(res).val_oa == max(r.val_oa for r in res)
+
+
+def test_a_graph_that_fails_its_check_is_withheld_and_the_other_models_go_on(trained, monkeypatch, tmp_path):
+    """A real ONNX graph with its classes reversed disagrees with scikit-learn: no file, metrics kept."""
+    import blmkd.baselines.fit as fit
+
+    bundle = trained[0]
+    real = fit.to_onnx
+
+    def reversed_classes(name, model, *args):
+        m = real(name, model, *args)
+        if name == "knn":  # reverse the class order of the graph's output: its argmax is wrong
+            k = bundle.scene.num_classes
+            perm = numpy_helper.from_array(np.arange(k)[::-1].astype(np.int64), "blmkd_reverse")
+            m.graph.initializer.append(perm)
+            old = m.graph.output[0].name
+            for node in m.graph.node:
+                node.output[:] = [o if o != old else "blmkd_unreversed" for o in node.output]
+            m.graph.node.append(
+                helper.make_node("Gather", ["blmkd_unreversed", "blmkd_reverse"], [old], axis=1)
+            )
+            onnx.checker.check_model(m)
+        return m
+
+    monkeypatch.setattr(fit, "to_onnx", reversed_classes)
+    lines = []
+    res = train_baselines(
+        bundle, BaselineConfig(models=("knn", "rf"), window=3, trees=10), tmp_path, log=lines.append
+    )
+    knn, rf = res
+    assert knn.onnx is None and not (tmp_path / "knn" / "knn.onnx").exists()
+    doc = json.loads((tmp_path / "knn" / "best.json").read_text())
+    assert doc["artifact"] is None and doc["check"]["passed"] is False
+    assert doc["metrics"]["test"]["oa"] == knn.test["oa"] > 0.3  # scikit-learn's own result stands
+    assert any(line.startswith("warning: knn: its ONNX graph disagrees") for line in lines)
+    assert rf.onnx is not None and rf.onnx.exists() and rf.check["passed"]  # the next model went on
 
 
 def test_matmul_graphs_match_skl2onnx_and_scikit_learn():

@@ -66,7 +66,7 @@ class BaselineResult:
 
     name: str  # svm | rf | knn
     dir: Path
-    onnx: Path
+    onnx: Path | None  # None: the graph failed its check against scikit-learn and was not written
     test: dict  # OA/AA/κ report (as a deep run's metrics.test)
     val_oa: float | None  # on the split's validation pixels (None: the split has none)
     params: dict  # the chosen hyperparameters
@@ -75,7 +75,7 @@ class BaselineResult:
     check: dict = field(default_factory=dict)  # ONNX vs scikit-learn
 
     def summary(self) -> dict:
-        return {"model": self.name, "dir": str(self.dir), "onnx": str(self.onnx), "test": self.test, "val_oa": self.val_oa,
+        return {"model": self.name, "dir": str(self.dir), "onnx": str(self.onnx) if self.onnx else None, "test": self.test, "val_oa": self.val_oa,
                 "params": self.params, "cv_oa": self.cv_oa, "fit_s": self.fit_s}  # fmt: skip
 
 
@@ -191,7 +191,8 @@ def train_baselines(bundle: Bundle, cfg: BaselineConfig, out_dir: str | Path, *,
     (OUT/<name>/<seed_dir>/ where given: one run per seed under each model, as `--seeds` lays out).
 
     Each OUT/<name>/ gets ``<name>.onnx`` (checked against scikit-learn on the test pixels before it
-    is written) and ``best.json``: model, data, split, preprocessing and metrics as a deep run
+    is written; a graph that fails the check is not written, its run keeps the scikit-learn metrics
+    with ``artifact: null`` and the failed check, and the other models go on) and ``best.json``: model, data, split, preprocessing and metrics as a deep run
     records them (``metrics.test``: OA/AA/κ, per class and the confusion matrix).
     """
     from sklearn.exceptions import ConvergenceWarning
@@ -240,12 +241,18 @@ def train_baselines(bundle: Bundle, cfg: BaselineConfig, out_dir: str | Path, *,
         val_oa = float((model.predict(x_val) == y_val).mean()) if len(y_val) else None
         size = _size_facts(name, model, x_tr.shape[1])
         m = to_onnx(name, model, x_tr.shape[1], bundle.patch_size, cfg.window, classes, sc.num_classes)
-        chk = check_onnx(m, full, test_windows, y_te, name)
+        chk = check_onnx(m, full, test_windows, y_te, name, strict=False)
         set_metadata(m, _export_meta(bundle, name, cfg, params, size, test["oa"]))
         run = out / name / seed_dir if seed_dir else out / name
         onnx_path = run / f"{name}.onnx"
-        with atomic_path(onnx_path, suffix=".onnx") as tmp:
-            tmp.write_bytes(m.SerializeToString())
+        if chk.passed:
+            with atomic_path(onnx_path, suffix=".onnx") as tmp:
+                tmp.write_bytes(m.SerializeToString())
+        else:  # the scikit-learn result stands; only the artifact that would misreport it is withheld
+            onnx_path.unlink(missing_ok=True)  # never leave an earlier run's graph beside this run's facts
+            onnx_path = None
+            log(f"warning: {name}: its ONNX graph disagrees with scikit-learn ({check_line(chk)}); "
+                "no ONNX file written, the scikit-learn metrics are kept")  # fmt: skip
         doc = _run_doc(
             bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, onnx_path, meta_extra
         )
@@ -279,7 +286,7 @@ def _run_doc(bundle, name, cfg, params, size, test, val_oa, cv_oa, fit_s, chk, o
         "metrics": {"test": test, "val_oa": val_oa, "cv_oa": cv_oa, "fit_s": fit_s,
                     "selection": {"reason": f"{cfg.cv_folds}-fold CV OA {cv_oa:.4f} on the training pixels"
                                   if cv_oa is not None else "fixed settings"}},
-        "artifact": onnx_path.name,
+        "artifact": onnx_path.name if onnx_path else None,
         "check": chk.to_dict(),
         "versions": {**versions(), "scikit-learn": sklearn.__version__},
     }  # fmt: skip

@@ -180,12 +180,15 @@ def to_onnx(name: str, model, n_features: int, patch: int, window: int, classes:
     return m
 
 
-def check_onnx(m, ref_scores: np.ndarray, x_windows_fn, labels: np.ndarray, name: str):
+def check_onnx(
+    m, ref_scores: np.ndarray, x_windows_fn, labels: np.ndarray, name: str, *, strict: bool = True
+):
     """Run the ONNX graph on the test windows and compare it with scikit-learn (before writing).
 
     Judged by decisions: scikit-learn computes in float64, ONNX Runtime in float32, and each of these
     models has a discontinuity a rounding can cross (an SVM's pairwise vote, a tree's threshold, the
-    order of two equidistant neighbours). ``max_abs_diff`` is recorded beside.
+    order of two equidistant neighbours). ``max_abs_diff`` is recorded beside. ``strict``: a failed
+    check raises :class:`ExportError`; otherwise the caller reads ``chk.passed``.
     """
     sess = ort_session(m.SerializeToString())
     got = np.concatenate([sess.run(["logits"], {"input": xb})[0] for xb in x_windows_fn()])
@@ -195,7 +198,7 @@ def check_onnx(m, ref_scores: np.ndarray, x_windows_fn, labels: np.ndarray, name
         else {"min_agreement": 0.995, "max_oa_drop": 0.1}
     )
     chk = compare(got, ref_scores.astype(np.float32), labels, crit)
-    if not chk.passed:
+    if strict and not chk.passed:
         raise ExportError(f"the ONNX {name} disagrees with scikit-learn: {check_line(chk)}")
     return chk
 

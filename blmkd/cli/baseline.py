@@ -64,7 +64,8 @@ def baseline(
     Per pixel: the standardized spectrum (or its W×W mean with --window), scaled on the training
     pixels; SVM C/γ and k-NN k chosen by 3-fold cross-validation on the training pixels only.
     Each OUT/<model>/ holds <model>.onnx (checked against scikit-learn on the test pixels before it
-    is written; it takes the deep models' windows, so `blmkd bench` times it beside them) and
+    is written; it takes the deep models' windows, so `blmkd bench` times it beside them; a graph
+    that fails the check is not written, its scikit-learn metrics are kept and the others go on) and
     best.json with the test OA/AA/κ per class, so `blmkd compare RUN OUT/<model>` pairs it with a
     deep run. Nothing is pickled.
     """

@@ -110,7 +110,7 @@ def demo(
                                  log=lambda line: console.print(line, highlight=False, markup=False))  # fmt: skip
         headline["baseline"] = {**{k: svm.test[k] for k in ("oa", "aa", "kappa")}, "model": "svm", "window": tb.patch_size,
                                 "params": svm.params}  # fmt: skip
-        baseline_onnx = [svm.onnx]
+        baseline_onnx = [svm.onnx] if svm.onnx else []
     console.rule("[bold]4 · export: ONNX FP32 + INT8 + INT8 byte-input, C (checked against PyTorch)")
     src = out / "student" / "best.safetensors"
     forced = api.ExportConfig(force=True)
