@@ -22,6 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from blmkd.bench.machine import cuda_status
 from blmkd.errors import BlmkdError
 
 BACKENDS = ("gloo", "nccl")
@@ -66,10 +67,9 @@ def resolve_device(name: str) -> torch.device:
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise BlmkdError(f"--device must be cpu, cuda, cuda:N or auto, not {name!r}")
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BlmkdError(
-                "--device cuda: no CUDA GPU visible to PyTorch (torch.cuda.is_available() is False)"
-            )
+        ok, why = cuda_status()
+        if not ok:
+            raise BlmkdError(f"--device cuda: {why}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise BlmkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
