@@ -50,3 +50,25 @@ def changed_parts(recorded: Any, parts: dict[str, bytes]) -> list[str] | None:
 def describe(names: list[str]) -> str:
     """``"preprocessing"``, ``"preprocessing and split"``, ``"a, b and c"``."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def check_seal(
+    recorded_text: str, parts: dict[str, bytes], name: str, entry: str, error: type[Exception]
+) -> None:
+    """Check the seal ``recorded_text`` (its JSON) of file ``name`` against ``parts``.
+
+    Raises:
+        error: the ``entry`` holding the seal is not a seal (corrupt or edited file), or the parts it
+            names changed since it was written.
+    """
+    try:
+        recorded = json.loads(recorded_text)
+    except json.JSONDecodeError:
+        recorded = None
+    changed = changed_parts(recorded, parts)
+    if changed is None:
+        raise error(f"{name}: its {entry} is not a blmkd seal (corrupt or edited file)")
+    if changed:
+        raise error(
+            f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt"
+        )

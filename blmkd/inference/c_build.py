@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from blmkd.errors import ExportError
-from blmkd.integrity import canonical, changed_parts, describe, seal
+from blmkd.integrity import canonical, check_seal, seal
 from blmkd.version import __version__
 
 ENV_NATIVE_DIR = "BLMKD_NATIVE_DIR"
@@ -139,17 +139,7 @@ def verify_c_source(text: str, name: str) -> str:
             f"{name}: carries no BLMKD-SEAL line; blmkd only compiles sealed C exports (re-export it with `blmkd export --c`)"
         )
     body = text[: m.start()]
-    try:
-        recorded = json.loads(m.group(1))
-    except json.JSONDecodeError:
-        recorded = None
-    changed = changed_parts(recorded, _sealed_parts(body))
-    if changed is None:
-        raise ExportError(f"{name}: its BLMKD-SEAL line is not a blmkd seal (corrupt or edited file)")
-    if changed:
-        raise ExportError(
-            f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt"
-        )
+    check_seal(m.group(1), _sealed_parts(body), name, "BLMKD-SEAL line", ExportError)
     return body
 
 

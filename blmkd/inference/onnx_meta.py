@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 
 from blmkd.errors import ExportError
-from blmkd.integrity import changed_parts, describe, seal
+from blmkd.integrity import check_seal, seal
 
 META_FORMAT = "blmkd-export/1"
 #: The metadata entry that holds the file's seal (:mod:`blmkd.integrity`).
@@ -64,17 +64,7 @@ def verify_onnx(model: onnx.ModelProto, name: str) -> bool:
     props = {p.key: p.value for p in model.metadata_props}
     if SEAL_KEY not in props:
         return False
-    try:
-        recorded = json.loads(props[SEAL_KEY])
-    except json.JSONDecodeError:
-        recorded = None
-    changed = changed_parts(recorded, _sealed_parts(model))
-    if changed is None:
-        raise ExportError(f"{name}: its {SEAL_KEY} entry is not a blmkd seal (corrupt or edited file)")
-    if changed:
-        raise ExportError(
-            f"{name}: {describe(changed)} changed since it was exported (digest mismatch); the file was edited or is corrupt"
-        )
+    check_seal(props[SEAL_KEY], _sealed_parts(model), name, f"{SEAL_KEY} entry", ExportError)
     return True
 
 
