@@ -76,7 +76,7 @@ def test_interrupted_write_keeps_old_file(saved, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr("blmkd.checkpoint.save_file", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, {})
     assert path.read_bytes() == before
