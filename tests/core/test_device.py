@@ -6,10 +6,13 @@ marked ``cuda`` and skipped with the reason where no CUDA GPU is visible.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 import blmkd.distributed as D
+from blmkd.bench.machine import cuda_status
 from blmkd.checkpoint import load_checkpoint
 from blmkd.cli import main
 from blmkd.errors import BlmkdError, TrainingError
@@ -32,7 +35,10 @@ def test_resolve_device_names_and_refusals():
     with pytest.raises(BlmkdError, match="cpu, cuda, cuda:N or auto"):
         D.resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(BlmkdError, match="no CUDA GPU"):
+        why = cuda_status()[
+            1
+        ]  # "no CUDA GPU visible ..." or "built without CUDA": the one CUDA check's reason
+        with pytest.raises(BlmkdError, match=re.escape(f"--device cuda: {why}")):
             D.resolve_device("cuda")
 
 
