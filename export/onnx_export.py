@@ -27,11 +27,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-try:  # an optional optimizer: without it the export keeps the unsimplified graph and says so
-    import onnxslim
-except ImportError:
-    onnxslim = None
-
 from blmkd.errors import ExportError
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -76,8 +71,10 @@ def simplify(model: onnx.ModelProto, log: Callable[[str], None]) -> tuple[onnx.M
         or ``"no: <reason>"``.
     """
     try:
-        if onnxslim is None:
-            raise ImportError("onnxslim is not installed")
+        # An optional optimizer, loaded here only (it takes about half a second to import): without it
+        # the export keeps the unsimplified graph and says so.
+        import onnxslim
+
         slim = onnxslim.slim(copy.deepcopy(model))
         if not isinstance(slim, onnx.ModelProto) or not len(slim.graph.node):
             raise RuntimeError("onnxslim returned no graph")

@@ -79,6 +79,7 @@ LAZY_OK = {
     "matplotlib",
     "onnxruntime",
     "skl2onnx",
+    "onnxslim",
     "sklearn",
     "rasterio",
     "pycuda",
