@@ -8,7 +8,10 @@ seconds on two cores. Tests of the full scene load it through the registry.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,3 +33,24 @@ def ip_crop_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "ip_crop.npz"
     np.savez(path, cube=np.ascontiguousarray(scene.cube[:60, :60]), gt=gt)
     return path
+
+
+def _edit_checkpoint_meta(src: Path, dst: Path, change) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` (the same path is fine) with ``change(meta)`` applied to its
+    header metadata only: what an edited or corrupted file looks like, tensors untouched."""
+    data = Path(src).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["blmkd"])
+    change(meta)
+    header["__metadata__"]["blmkd"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    Path(dst).write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return Path(dst)
+
+
+@pytest.fixture(scope="session")
+def edit_checkpoint_meta():
+    """``edit(src, dst, change)``: a copy of a checkpoint with its metadata changed (see above)."""
+    return _edit_checkpoint_meta

@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import signal
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +30,6 @@ SECONDS_PER_CASE = 60
 
 #: A folder no one can write into, root included (sysfs is mounted read-only for files we create).
 READ_ONLY = "/sys/blmkd-read-only-out"
-
-
-def _edit_checkpoint(src: Path, dst: Path, change) -> Path:
-    """Copy checkpoint ``src`` to ``dst`` with ``change(meta)`` applied to its header metadata only."""
-    data = src.read_bytes()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8 : 8 + n])
-    meta = json.loads(header["__metadata__"]["blmkd"])
-    change(meta)
-    header["__metadata__"]["blmkd"] = json.dumps(meta)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    dst.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
-    return dst
 
 
 def _edit_onnx(src: Path, dst: Path, change) -> Path:
@@ -77,7 +62,7 @@ def _first_digit_changed(text: str, after: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def files(ip_crop_path, tmp_path_factory):
+def files(ip_crop_path, tmp_path_factory, edit_checkpoint_meta):
     """Every file the cases refer to, by placeholder name."""
     d = tmp_path_factory.mktemp("bad_inputs")
     crop = d / "ip_crop.npz"
@@ -120,18 +105,18 @@ def files(ip_crop_path, tmp_path_factory):
         lambda m: _onnx_prop(m, "classes", lambda v: v.replace('"id":2', '"id":9', 1)),
     )
     f["w_onnx"] = _edit_onnx(onnx_path, d / "weights.onnx", _flip_weight)
-    f["pp_ckpt"] = _edit_checkpoint(
+    f["pp_ckpt"] = edit_checkpoint_meta(
         ck,
         d / "pp.safetensors",
         lambda m: m["preprocessing"]["mean"].__setitem__(0, m["preprocessing"]["mean"][0] + 1),
     )
-    f["split_ckpt"] = _edit_checkpoint(
+    f["split_ckpt"] = edit_checkpoint_meta(
         ck, d / "split.safetensors", lambda m: m["split"].__setitem__("seed", 7)
     )
-    f["cfg_ckpt"] = _edit_checkpoint(
+    f["cfg_ckpt"] = edit_checkpoint_meta(
         ck, d / "cfg.safetensors", lambda m: m["model"]["config"].__setitem__("num_classes", 3)
     )
-    f["seal_ckpt"] = _edit_checkpoint(
+    f["seal_ckpt"] = edit_checkpoint_meta(
         ck, d / "seal.safetensors", lambda m: m.__setitem__("integrity", "none")
     )
     f["trunc_ckpt"] = d / "truncated.safetensors"
